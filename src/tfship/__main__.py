@@ -1,0 +1,3 @@
+from tfship.cli import main
+
+raise SystemExit(main())
