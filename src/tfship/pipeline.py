@@ -1,0 +1,90 @@
+"""`tfship run`: the stages chained locally, in the order a CI pipeline runs them.
+
+Each stage is the same function its own command calls; this module only sequences them, times
+them and collects their results. A stage that raises stops the run with that error's exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tfship.config import PipelineConfig, dump_config
+from tfship.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    name: str
+    seconds: float
+    result: Any
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Every stage's result, in order, and where the run directory is."""
+
+    run_dir: str
+    stages: tuple[StageOutcome, ...]
+    exit_code: int = 0
+
+    def render_text(self) -> str:
+        lines = [f"tfship run: {len(self.stages)} stages, outputs in {self.run_dir}/"]
+        for s in self.stages:
+            text = s.result.render_text() if hasattr(s.result, "render_text") else str(s.result)
+            lines.append(f"\n== {s.name} ({s.seconds:.1f} s)")
+            lines.extend(f"  {line}" for line in text.splitlines())
+        return "\n".join(lines)
+
+
+def _data(cfg: PipelineConfig, run_dir: RunDir) -> Any:
+    from tfship.data import run_data
+
+    return run_data(cfg, run_dir)
+
+
+def _train(cfg: PipelineConfig, run_dir: RunDir) -> Any:
+    from tfship.train import run_train
+
+    return run_train(cfg, run_dir)
+
+
+def _export(cfg: PipelineConfig, run_dir: RunDir) -> Any:
+    from tfship.export import run_export
+
+    return run_export(cfg, run_dir)
+
+
+# (name, stage). Later stages read what earlier ones wrote to the run directory.
+STAGES: list[tuple[str, Callable[[PipelineConfig, RunDir], Any]]] = [
+    ("data", _data),
+    ("train", _train),
+    ("export", _export),
+]
+
+
+def run_pipeline(
+    cfg: PipelineConfig, run_dir: RunDir, *, skip: frozenset[str] = frozenset()
+) -> RunResult:
+    """Run every stage not in `skip`, in order."""
+    run_dir.ensure()
+    dump_config(cfg, run_dir.config)
+    outcomes: list[StageOutcome] = []
+    exit_code = 0
+    for name, stage in STAGES:
+        if name in skip:
+            continue
+        log.info("stage %s: started", name)
+        t0 = time.perf_counter()
+        result = stage(cfg, run_dir)
+        seconds = time.perf_counter() - t0
+        log.info("stage %s: done in %.1f s", name, seconds)
+        outcomes.append(StageOutcome(name, seconds, result))
+        # A stage may finish with a non-zero verdict it does not raise for (e.g. a dry-run gate).
+        exit_code = exit_code or int(getattr(result, "exit_code", 0))
+    return RunResult(str(run_dir.root), tuple(outcomes), exit_code)
