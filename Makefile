@@ -9,7 +9,7 @@ export TF_ENABLE_ONEDNN_OPTS ?= 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint ci-local bench clean setup
+.PHONY: demo test test-fast lint lint-ci ci-local ci-local-setup bench clean setup
 
 setup: $(STAMP)
 
@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/tfship run --config pipeline.yaml
 
 ## The test suite (unit + integration + e2e), with coverage.
-test: $(STAMP)
+test: $(STAMP) ci-local-setup
 	$(BIN)/python -m pytest --cov --cov-report=term --cov-report=xml:coverage.xml \
 		--junitxml=junit.xml $(PYTEST_ARGS)
 
@@ -36,6 +36,23 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+
+## Offline lint of the CI files: GitLab/GitHub schemas, actionlint, zizmor, hadolint, shellcheck, yamllint.
+lint-ci: $(STAMP)
+	BIN=$(BIN) ci/lint
+
+GITLAB_CI_LOCAL := build/tools/node_modules/.bin/gitlab-ci-local
+$(GITLAB_CI_LOCAL):
+	command -v rsync >/dev/null || { apt-get update -qq && apt-get install -y -qq rsync; }
+	npm install --prefix build/tools --no-save --no-audit --no-fund gitlab-ci-local@4.72.0
+
+## gitlab-ci-local (npm, pinned) and the rsync it needs.
+ci-local-setup: $(GITLAB_CI_LOCAL)
+
+## The merge-request pipeline of the real .gitlab-ci.yml, locally (CI_LOCAL_PIPELINE=protected-push for the other one).
+ci-local: $(STAMP) $(GITLAB_CI_LOCAL)
+	PATH="$(CURDIR)/$(BIN):$$PATH" TFSHIP_SKIP_INSTALL=true CI_LOCAL_PIPELINE=$${CI_LOCAL_PIPELINE:-merge-request} \
+		ci/gitlab-local --variable TFSHIP_SKIP_INSTALL=true --shell-isolation $(CI_LOCAL_ARGS)
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -20,12 +20,22 @@ from tfship.result import render
 
 # Order is the order of `tfship --help`.
 COMMANDS: tuple[str, ...] = (
-    # "run",
+    "run",
     "config",
     "env",
-    # "data",
-    # "train",
-    # "export",
+    "data",
+    "train",
+    "export",
+    "evaluate",
+    "gate",
+    "report",
+    "scan",
+    "validate",
+    "publish",
+    "deploy",
+    "promote",
+    "rollback",
+    "status",
 )
 
 log = logging.getLogger("tfship")
@@ -40,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--config",
-        default=env.get("TFSHIP_CONFIG") or ("pipeline.yaml" if os.path.isfile("pipeline.yaml") else None),
+        default=env.get("TFSHIP_CONFIG")
+        or ("pipeline.yaml" if os.path.isfile("pipeline.yaml") else None),
         help="pipeline.yaml to use (env TFSHIP_CONFIG; default ./pipeline.yaml when present)",
     )
     common.add_argument(
@@ -82,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # TF's absl logger reports every checkpoint shard at INFO; that is noise in CI logs.
+    logging.getLogger("absl").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         result: Any = args.handler(args)
     except TfshipError as err:

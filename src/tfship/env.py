@@ -15,11 +15,32 @@ from collections.abc import Mapping
 
 # name -> what it is for. Keep alphabetical.
 VARIABLES: dict[str, str] = {
+    "CI_API_V4_URL": "GitLab CI: API root used by `tfship report --post`",
+    "CI_COMMIT_REF_SLUG": "GitLab CI: branch part of the checkpoint backup prefix",
+    "CI_JOB_NAME": "GitLab CI: with CI_PIPELINE_ID, the backup run key (same on a job retry)",
+    "CI_MERGE_REQUEST_IID": "GitLab CI: merge request the report comment goes to",
+    "CI_PROJECT_ID": "GitLab CI: project of that merge request",
+    "GITHUB_ACTOR": "GitHub Actions: recorded as the approver of a gate override",
+    "GITHUB_API_URL": "GitHub Actions: API root used by `tfship report --post`",
+    "GITHUB_EVENT_PATH": "GitHub Actions: event payload; gives the pull request number",
+    "GITHUB_JOB": "GitHub Actions: with GITHUB_RUN_ID, the backup run key (same on a re-run)",
+    "GITHUB_REF": "GitHub Actions: refs/pull/<n>/merge when the event payload has no PR",
+    "GITHUB_REF_NAME": "GitHub Actions: branch part of the checkpoint backup prefix",
+    "GITHUB_REPOSITORY": "GitHub Actions: owner/repo the report comment goes to",
+    "GITHUB_RUN_ID": "GitHub Actions: run whose artifacts hold the report plots",
+    "GITHUB_SERVER_URL": "GitHub Actions: links to the run's artifacts",
+    "GITHUB_STEP_SUMMARY": "GitHub Actions: job summary file the report is appended to",
+    "GITHUB_TOKEN": "secret: GitHub token (pull-requests: write) for the PR report comment",
+    "GITLAB_USER_LOGIN": "GitLab CI: recorded as the approver of a gate override",
     "TFSHIP_CONFIG": "path of pipeline.yaml (default: ./pipeline.yaml when present)",
+    "TFSHIP_GATE_OVERRIDE_REASON": "same as `--override-reason`: let a failed gate pass, recorded",
+    "TFSHIP_GITLAB_TOKEN": "secret: GitLab project access token (api scope, Reporter) for MR "
+    "notes; CI_JOB_TOKEN cannot write notes",
     "TFSHIP_MODEL_SERVER": "tensorflow_model_server binary for `validate` and the test suite",
     "TFSHIP_OUTPUT": "default output format of every command: text | json",
     "TFSHIP_RUN_DIR": "run directory; overrides run.runs_dir/run.run_id",
     "TFSHIP_TEST_SERVING_URL": "opt-in: a real TF Serving REST URL for the real_server tests",
+    "TFSHIP_TRIVY": "trivy binary for `tfship scan` (default: `trivy` on PATH or beside python)",
 }
 
 # CI context read for provenance (manifests, deploy log); never required.
@@ -45,7 +66,9 @@ CI_CONTEXT: tuple[str, ...] = (
 )
 
 
-def get(name: str, default: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:
+def get(
+    name: str, default: str | None = None, environ: Mapping[str, str] | None = None
+) -> str | None:
     if name not in VARIABLES:
         raise KeyError(f"{name} is not listed in tfship.env.VARIABLES")
     value = (os.environ if environ is None else environ).get(name)

@@ -60,11 +60,37 @@ def _export(cfg: PipelineConfig, run_dir: RunDir) -> Any:
     return run_export(cfg, run_dir)
 
 
+def _scan(cfg: PipelineConfig, run_dir: RunDir) -> Any:
+    # Trivy config + secret scans of the project and the export (exit 10 findings, 11 scanner);
+    # before evaluate, so the MR report can include scan/summary.md.
+    from tfship.scan import run_scan_for_pipeline
+
+    return run_scan_for_pipeline(cfg, run_dir)
+
+
+def _evaluate(cfg: PipelineConfig, run_dir: RunDir) -> Any:
+    # Evaluate the export, apply the gate, write the report; a failed gate sets exit_code 7.
+    from tfship.gate import evaluate_and_gate
+
+    return evaluate_and_gate(cfg, run_dir)
+
+
+def _deploy(cfg: PipelineConfig, run_dir: RunDir) -> Any:
+    # Locally (no serving.rest_url) this publishes to the model repository, writes
+    # models.config and runs the offline checks; with a server it is a real canary + promote.
+    from tfship.serving.deploy import run_deploy
+
+    return run_deploy(cfg, run_dir, reason="tfship run", promote=True)
+
+
 # (name, stage). Later stages read what earlier ones wrote to the run directory.
 STAGES: list[tuple[str, Callable[[PipelineConfig, RunDir], Any]]] = [
     ("data", _data),
     ("train", _train),
     ("export", _export),
+    ("scan", _scan),
+    ("evaluate", _evaluate),
+    ("deploy", _deploy),
 ]
 
 
@@ -72,6 +98,11 @@ def run_pipeline(
     cfg: PipelineConfig, run_dir: RunDir, *, skip: frozenset[str] = frozenset()
 ) -> RunResult:
     """Run every stage not in `skip`, in order."""
+    from tfship.distribute import configure_devices
+
+    # Logical CPU devices can only be set before TensorFlow initialises, and a stage before
+    # `train` (e.g. TFRecord loading) may already run TF ops.
+    configure_devices(cfg.train)
     run_dir.ensure()
     dump_config(cfg, run_dir.config)
     outcomes: list[StageOutcome] = []
@@ -85,6 +116,10 @@ def run_pipeline(
         seconds = time.perf_counter() - t0
         log.info("stage %s: done in %.1f s", name, seconds)
         outcomes.append(StageOutcome(name, seconds, result))
-        # A stage may finish with a non-zero verdict it does not raise for (e.g. a dry-run gate).
-        exit_code = exit_code or int(getattr(result, "exit_code", 0))
+        # A stage may end with a verdict it does not raise for (a failed gate returns exit
+        # code 7 so its report is still written): nothing after it may run on that model.
+        exit_code = int(getattr(result, "exit_code", 0))
+        if exit_code:
+            log.info("stage %s: exit code %d, stopping the run here", name, exit_code)
+            break
     return RunResult(str(run_dir.root), tuple(outcomes), exit_code)

@@ -20,3 +20,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "data", parents=[common], help="load, split and fingerprint the data; write data.json"
     )
     p.set_defaults(handler=_handle)
+    # `tfship data snapshot | changed` (continuous training); bare `tfship data` is unchanged.
+    from tfship.commands.data_changes import register_subcommands
+
+    register_subcommands(p, common)

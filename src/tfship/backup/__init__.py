@@ -1,0 +1,249 @@
+"""Checkpoint backup to object storage: survive preemption onto a fresh runner.
+
+The training stage needs three calls (see `TrainingBackup`):
+
+    backup = open_training_backup(cfg, run_dir, chief=chief)
+    backup.restore()          # before the CheckpointManager is created
+    ...                       # after every manager.save() / best save:
+    backup.sync()             # returns at once; uploads run in a background thread
+    ...
+    backup.close(preempted=...)   # bounded wait for the last upload, then stop
+
+`CheckpointBackup` and `restore_latest` are the lower-level pieces for any CheckpointManager
+directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+from tfship.backup.restore import restore_latest
+from tfship.backup.store import ObjectStore, open_store
+from tfship.backup.sync import BackupStatus, CheckpointBackup
+from tfship.config import BackupConfig, PipelineConfig
+from tfship.errors import Preempted
+from tfship.rundir import RunDir
+
+__all__ = [
+    "BackupStatus",
+    "CheckpointBackup",
+    "ObjectStore",
+    "TrainingBackup",
+    "open_store",
+    "open_training_backup",
+    "remote_prefix",
+    "restore_latest",
+]
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 2.0  # how often the chief looks for a generation written after sync()
+
+
+class _Prefixed(ObjectStore):
+    """The same store, one level down (`best/` next to the latest generations)."""
+
+    def __init__(self, store: ObjectStore, sub: str) -> None:
+        self.inner, self.sub, self.url = store, sub.strip("/"), f"{store.url}/{sub.strip('/')}"
+
+    def _k(self, key: str) -> str:
+        return f"{self.sub}/{key}"
+
+    def put_file(self, key: str, path: Path) -> None:
+        self.inner.put_file(self._k(key), path)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.inner.put_bytes(self._k(key), data)
+
+    def get_file(self, key: str, path: Path) -> None:
+        self.inner.get_file(self._k(key), path)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        return self.inner.get_bytes(self._k(key))
+
+    def list(self, prefix: str = "") -> dict[str, int]:
+        n = len(self.sub) + 1
+        return {k[n:]: v for k, v in self.inner.list(self._k(prefix)).items()}
+
+    def delete(self, keys: list[str]) -> None:
+        self.inner.delete([self._k(k) for k in keys])
+
+    def delete_unordered(self, keys: list[str]) -> None:
+        self.inner.delete_unordered([self._k(k) for k in keys])
+
+
+def _slug(text: str) -> str:
+    # GitLab's CI_COMMIT_REF_SLUG rule: lowercase, [a-z0-9-] only, at most 63 characters.
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:63].strip("-") or "x"
+
+
+def remote_prefix(
+    cfg: PipelineConfig, run_dir: RunDir, environ: Mapping[str, str] | None = None
+) -> str:
+    """`<project>/<branch>/<run key>` (or `backup.prefix`): stable across a retry of the same
+    CI job, different for every new pipeline/run and every job in it."""
+    if cfg.backup.prefix:
+        return cfg.backup.prefix.strip("/")
+    env = os.environ if environ is None else environ
+    branch = env.get("CI_COMMIT_REF_SLUG") or _slug(env.get("GITHUB_REF_NAME") or "local")
+    if env.get("CI_PIPELINE_ID"):
+        key = f"pipeline-{env['CI_PIPELINE_ID']}-{_slug(env.get('CI_JOB_NAME') or 'job')}"
+    elif env.get("GITHUB_RUN_ID"):
+        key = f"run-{env['GITHUB_RUN_ID']}-{_slug(env.get('GITHUB_JOB') or 'job')}"
+    else:
+        key = f"local-{_slug(run_dir.root.name)}"
+    return f"{_slug(cfg.project.name)}/{branch}/{key}"
+
+
+class TrainingBackup:
+    """Backup of one training run's checkpoint directory (generations, run.json, best/).
+
+    Disabled (`backup.enabled: false`), every method does nothing and costs nothing. On a
+    non-chief worker it restores (each worker may have its own empty disk) but never uploads.
+    """
+
+    def __init__(
+        self,
+        bcfg: BackupConfig,
+        checkpoint_dir: Path,
+        store: ObjectStore | None,
+        *,
+        chief: bool = True,
+    ) -> None:
+        from tfship.checkpoints import BEST_DIR, BEST_FILE, GUARD_FILE
+
+        self.cfg = bcfg
+        self.store = store
+        self.chief = chief
+        self.dirs: list[tuple[Path, ObjectStore, int, tuple[str, ...]]] = []
+        if store is not None:
+            self.dirs.append((checkpoint_dir, store, bcfg.keep, (GUARD_FILE,)))
+            if bcfg.include_best:
+                self.dirs.append(
+                    (checkpoint_dir / BEST_DIR, _Prefixed(store, BEST_DIR), 1, (BEST_FILE,))
+                )
+        self._backups: list[CheckpointBackup] = []
+        self.restored_step: int | None = None
+        self._restoring: threading.Thread | None = None
+        self._stop_poll = threading.Event()
+        self._restore_result: tuple[int | None, BaseException | None] = (None, None)
+
+    def start_restore(self) -> None:
+        """Begin `restore()` on a background thread (client set-up, listing, download), so it
+        overlaps data loading and model building; `restore()` then only waits for it."""
+        if self.store is None or not self.cfg.restore or self._restoring is not None:
+            return
+
+        def work() -> None:
+            try:
+                steps = [restore_latest(local, remote) for local, remote, _, _ in self.dirs]
+                self._restore_result = (steps[0], None)
+            except BaseException as exc:  # re-raised by restore() on the caller's thread
+                self._restore_result = (None, exc)
+
+        self._restoring = threading.Thread(target=work, name="tfship-backup-restore", daemon=True)
+        self._restoring.start()
+
+    @property
+    def enabled(self) -> bool:
+        return self.store is not None
+
+    def restore(self) -> int | None:
+        """If the checkpoint directory is empty, bring back the newest complete remote
+        generation (and best/). Returns the step restored, or None."""
+        if self.store is None or not self.cfg.restore:
+            return None
+        self.start_restore()
+        assert self._restoring is not None
+        self._restoring.join()
+        step, error = self._restore_result
+        if error is not None:
+            raise error
+        self.restored_step = step
+        return step
+
+    def sync(self) -> None:
+        """Hand any new local generation to the background uploader (never blocks)."""
+        if self.store is None or not self.chief or self._stop_poll.is_set():
+            return
+        if not self._backups:
+            self._backups = [
+                CheckpointBackup(remote, local, keep=keep, extras=extras)
+                for local, remote, keep, extras in self.dirs
+            ]
+            self._poller = threading.Thread(
+                target=self._poll, name="tfship-backup-poll", daemon=True
+            )
+            self._poller.start()
+        # best/ rides along with each regular generation (and is flushed by close()): on the
+        # demo it changes every epoch, and uploading it each time would double the traffic.
+        if self._backups[0].sync():
+            for b in self._backups[1:]:
+                b.sync()
+
+    def _poll(self) -> None:
+        # Checkpoints may be written in the background (TrainingCheckpoints with a shadow), so
+        # the generation is often not on disk yet when sync() runs right after save(): look
+        # again every few seconds rather than waiting for the next save.
+        while not self._stop_poll.wait(POLL_SECONDS):
+            try:
+                self.sync()
+            except Exception as exc:  # staging is best effort; the next look tries again
+                log.warning("checkpoint backup: polling %s failed: %s", self.dirs[0][0], exc)
+
+    def close(self, *, preempted: bool = False) -> BackupStatus | None:
+        """Upload what is still pending, waiting at most `backup.preempt_timeout_seconds`
+        after a preemption and `backup.upload_timeout_seconds` otherwise."""
+        if not self._backups:
+            return None
+        self._stop_poll.set()
+        self._poller.join(timeout=5.0)
+        for b in self._backups:
+            b.sync()
+        budget = self.cfg.preempt_timeout_seconds if preempted else self.cfg.upload_timeout_seconds
+        deadline = time.monotonic() + budget
+        statuses = [b.close(max(0.0, deadline - time.monotonic())) for b in self._backups]
+        self._backups = []
+        return statuses[0]
+
+    def __enter__(self) -> TrainingBackup:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close(preempted=isinstance(exc, Preempted | KeyboardInterrupt))
+
+
+def open_training_backup(
+    cfg: PipelineConfig,
+    run_dir: RunDir,
+    *,
+    chief: bool = True,
+    checkpoint_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> TrainingBackup:
+    """The run's backup as `cfg.backup` describes it (a no-op when disabled). Starts the
+    restore in the background; call it early and `restore()` just before the
+    CheckpointManager is created."""
+    ckpt_dir = Path(checkpoint_dir or cfg.checkpoint.dir or run_dir.checkpoints)
+    bcfg = cfg.backup
+    if not bcfg.enabled:
+        return TrainingBackup(bcfg, ckpt_dir, None, chief=chief)
+    assert bcfg.url is not None  # BackupConfig validation
+    url = f"{bcfg.url.rstrip('/')}/{remote_prefix(cfg, run_dir, environ)}"
+    store = open_store(url, endpoint_url=bcfg.endpoint_url, timeout=bcfg.request_timeout_seconds)
+    log.info("checkpoint backup: %s -> %s", ckpt_dir, url)
+    backup = TrainingBackup(bcfg, ckpt_dir, store, chief=chief)
+    backup.start_restore()
+    return backup

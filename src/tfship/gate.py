@@ -1,0 +1,332 @@
+"""The evaluation gate: thresholds and the champion decide whether a model may go further.
+
+Fails safe (STYLE.md #6): no thresholds is a configuration error, never a pass; a first run
+(no champion) is stated, and only the absolute thresholds apply; a NaN metric fails its check.
+
+Verdicts (`gate.json` "verdict") and exit codes:
+
+=======================  ====  ===============================================================
+verdict                  exit  meaning
+=======================  ====  ===============================================================
+passed                   0     every check passed (run_mode enabled or dry_run)
+failed                   7     at least one check failed (run_mode enabled, no override)
+passed_with_override     0     checks failed, but `--override-reason` let it pass (recorded)
+dry_run_failed           0     checks failed in run_mode dry_run: reported, pipeline goes on
+disabled                 0     run_mode disabled: no verdict; checks are recorded for reading
+(ConfigError)            3     no thresholds, unusable thresholds, empty override reason
+=======================  ====  ===============================================================
+"""
+
+from __future__ import annotations
+
+import getpass
+import math
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tfship import env
+from tfship.config import GATE_METRICS, GateConfig, PipelineConfig
+from tfship.errors import ConfigError, DataError, ExitCode
+from tfship.fsutil import atomic_write_json, read_json
+from tfship.rundir import RunDir
+
+VERDICTS: dict[str, ExitCode] = {
+    "passed": ExitCode.OK,
+    "failed": ExitCode.GATE_FAILED,
+    "passed_with_override": ExitCode.OK,
+    "dry_run_failed": ExitCode.OK,
+    "disabled": ExitCode.OK,
+}
+APPROVER_VARIABLES = ("GITLAB_USER_LOGIN", "GITHUB_ACTOR")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One threshold applied to one metric."""
+
+    kind: str  # "absolute" | "change"
+    metric: str
+    candidate: float
+    baseline: float | None  # the champion's value, when there is a champion
+    threshold: str  # human-readable rule, e.g. ">= 0.95" or "<= champion + 20%"
+    bound: float  # the number the candidate was compared with
+    delta: float | None  # candidate - baseline
+    passed: bool
+    why: str  # one sentence a reviewer can act on
+
+
+@dataclass(frozen=True)
+class Override:
+    reason: str
+    approver: str
+    approver_source: str
+    applied: bool  # False when the gate passed anyway (recorded, not needed)
+    at: str
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The gate's verdict and every check behind it."""
+
+    verdict: str
+    run_mode: str
+    checks: tuple[Check, ...]
+    first_run: bool
+    champion_note: str
+    override: Override | None
+    gate_json: Path
+
+    @property
+    def exit_code(self) -> int:
+        return int(VERDICTS[self.verdict])
+
+    @property
+    def failed(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if not c.passed)
+
+    def render_text(self) -> str:
+        lines = [f"gate: {self.verdict} ({len(self.checks)} checks, {len(self.failed)} failed)"]
+        lines.append(f"  {self.champion_note}")
+        lines.extend(f"  FAILED {c.metric}: {c.why}" for c in self.failed)
+        if self.override is not None:
+            lines.append(f"  override by {self.override.approver}: {self.override.reason}")
+        lines.append(f"  wrote {self.gate_json}")
+        return "\n".join(lines)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def _absolute_checks(gate: GateConfig, cand: dict[str, float], champ: dict[str, float] | None):
+    for metric, rule in gate.absolute.items():
+        value = cand[metric]
+        base = champ[metric] if champ else None
+        delta = None if base is None else value - base
+        for op, bound in ((">=", rule.min), ("<=", rule.max)):
+            if bound is None:
+                continue
+            ok = (value >= bound) if op == ">=" else (value <= bound)
+            ok = ok and not math.isnan(value)
+            word = "minimum" if op == ">=" else "maximum"
+            why = (
+                f"{_fmt(value)} meets the {word} {_fmt(bound)}"
+                if ok
+                else f"{_fmt(value)} is {'below' if op == '>=' else 'above'} the {word} "
+                f"{_fmt(bound)} by {_fmt(abs(value - bound))}"
+            )
+            yield Check(
+                "absolute", metric, value, base, f"{op} {_fmt(bound)}", bound, delta, ok, why
+            )
+
+
+def _change_checks(gate: GateConfig, cand: dict[str, float], champ: dict[str, float]):
+    for metric, rule in gate.change.items():
+        value, base = cand[metric], champ[metric]
+        higher = (rule.better or GATE_METRICS[metric]) == "higher"
+        allowed = abs(base) * rule.max_regression if rule.relative else rule.max_regression
+        bound = base - allowed if higher else base + allowed
+        ok = (value >= bound if higher else value <= bound) and not math.isnan(value)
+        amount = f"{rule.max_regression:.0%}" if rule.relative else _fmt(rule.max_regression)
+        sign = "-" if higher else "+"
+        rule_text = f"{'>=' if higher else '<='} champion {sign} {amount}"
+        if rule.max_regression == 0:
+            rule_text = f"{'>=' if higher else '<='} champion"
+        delta = value - base
+        why = (
+            f"{_fmt(value)} vs champion {_fmt(base)} is within {rule_text}"
+            if ok
+            else f"{_fmt(value)} is worse than the champion's {_fmt(base)} by "
+            f"{_fmt(abs(delta))}; allowed: {rule_text} = {_fmt(bound)}"
+        )
+        yield Check("change", metric, value, base, rule_text, bound, delta, ok, why)
+
+
+def evaluate_checks(
+    gate: GateConfig, candidate: dict[str, float], champion: dict[str, float] | None
+) -> list[Check]:
+    """Apply every threshold. Pure: no I/O, so the verdict table is easy to test."""
+    checks = list(_absolute_checks(gate, candidate, champion))
+    if champion is not None:
+        checks.extend(_change_checks(gate, candidate, champion))
+    return checks
+
+
+def _override(reason: str | None, environ: Any) -> tuple[str, str, str] | None:
+    """(reason, approver, where the approver came from), or None without an override."""
+    if reason is None:
+        reason = env.get("TFSHIP_GATE_OVERRIDE_REASON", environ=environ)
+        if reason is None:
+            return None
+    if not reason.strip():
+        raise ConfigError(
+            "--override-reason is empty; an override must say why the failed gate may pass",
+            hint='e.g. --override-reason "accuracy drop accepted: new label set, see #123"',
+        )
+    for var in APPROVER_VARIABLES:
+        login = env.get(var, environ=environ)
+        if login:
+            return reason.strip(), login, var
+    # Outside CI there is no authenticated login; the local account is the best record we have.
+    return reason.strip(), getpass.getuser(), "local user (no CI login variable set)"
+
+
+def decide(
+    gate: GateConfig,
+    candidate: dict[str, float],
+    champion: dict[str, float] | None,
+    *,
+    override_reason: str | None = None,
+    environ: Any = None,
+) -> tuple[str, list[Check], Override | None]:
+    """Verdict, checks and override record for one candidate (see the table above)."""
+    if gate.run_mode != "disabled":
+        if not gate.absolute and not gate.change:
+            raise ConfigError(
+                "the evaluation gate has no thresholds; refusing to pass an unchecked model",
+                hint="add gate.absolute (e.g. accuracy: {min: 0.95}) to pipeline.yaml, "
+                "or set gate.run_mode: disabled on purpose",
+            )
+        if champion is None and not gate.absolute:
+            raise ConfigError(
+                "no champion yet (first run) and no gate.absolute thresholds: nothing to check",
+                hint="add absolute thresholds so a first model is checked too",
+            )
+    checks = evaluate_checks(gate, candidate, champion)
+    any_failed = any(not c.passed for c in checks)
+    ov = _override(override_reason, environ)
+    record = None
+    if ov is not None:
+        applied = any_failed and gate.run_mode == "enabled"
+        at = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        record = Override(ov[0], ov[1], ov[2], applied, at)
+    if gate.run_mode == "disabled":
+        verdict = "disabled"
+    elif not any_failed:
+        verdict = "passed"
+    elif gate.run_mode == "dry_run":
+        verdict = "dry_run_failed"
+    elif record is not None:
+        verdict = "passed_with_override"
+    else:
+        verdict = "failed"
+    return verdict, checks, record
+
+
+def run_gate(
+    cfg: PipelineConfig,
+    run_dir: RunDir,
+    *,
+    override_reason: str | None = None,
+    environ: Any = None,
+) -> GateResult:
+    """Apply `cfg.gate` to `evaluation/metrics.json`; write `evaluation/gate.json`.
+
+    Returns the result whatever the verdict (its `exit_code` is 7 for "failed"); raises
+    ConfigError for a gate that cannot decide (no thresholds).
+    """
+    metrics_path = run_dir.evaluation / "metrics.json"
+    if not metrics_path.is_file():
+        raise DataError(
+            f"{metrics_path} does not exist; the gate needs the evaluation's metrics",
+            hint="run `tfship evaluate` first (it also applies the gate)",
+        )
+    metrics = read_json(metrics_path)
+    cand = metrics["candidate"]
+    champ = metrics.get("champion")
+    verdict, checks, override = decide(
+        cfg.gate,
+        cand["metrics"],
+        champ["metrics"] if champ else None,
+        override_reason=override_reason,
+        environ=environ,
+    )
+    out = run_dir.evaluation / "gate.json"
+    atomic_write_json(
+        out,
+        {
+            "schema": "tfship-gate/1",
+            "verdict": verdict,
+            "exit_code": int(VERDICTS[verdict]),
+            "run_mode": cfg.gate.run_mode,
+            "model_name": cfg.project.model_name,
+            "first_run": champ is None,
+            "champion_note": metrics.get("champion_note", ""),
+            "candidate": {
+                "path": cand["path"],
+                "version": cand["version"],
+                "manifest": cand.get("manifest"),
+            },
+            "champion": None
+            if champ is None
+            else {
+                "path": champ["path"],
+                "version": champ["version"],
+                "source": champ.get("source"),
+                "label": champ.get("label"),
+                "manifest": champ.get("manifest"),
+            },
+            "checks": [asdict(c) for c in checks],
+            "failed": [f"{c.kind}:{c.metric}" for c in checks if not c.passed],
+            "override": None if override is None else asdict(override),
+            "decided_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
+        },
+    )
+    return GateResult(
+        verdict,
+        cfg.gate.run_mode,
+        tuple(checks),
+        champ is None,
+        metrics.get("champion_note", ""),
+        override,
+        out,
+    )
+
+
+@dataclass(frozen=True)
+class EvaluationOutcome:
+    """evaluate + gate + report (+ comment): what `tfship evaluate` and `tfship run` do."""
+
+    evaluation: Any  # tfship.evaluate.EvaluateResult
+    gate: GateResult
+    report: Any  # tfship.report.ReportResult
+    comment: Any = None  # tfship.mr_comment.PostResult when --post
+
+    @property
+    def exit_code(self) -> int:
+        # Posting the comment never changes the verdict's exit code.
+        return self.gate.exit_code
+
+    def render_text(self) -> str:
+        parts = [self.evaluation.render_text(), self.gate.render_text(), self.report.render_text()]
+        if self.comment is not None:
+            parts.append(self.comment.render_text())
+        return "\n".join(parts)
+
+
+def evaluate_and_gate(
+    cfg: PipelineConfig,
+    run_dir: RunDir,
+    *,
+    champion: str | Path | None = None,
+    model: str | Path | None = None,
+    splits: Any = None,
+    override_reason: str | None = None,
+    post: bool = False,
+    environ: Any = None,
+) -> EvaluationOutcome:
+    """Evaluate the export, apply the gate, write the report; optionally post the MR comment."""
+    from tfship.evaluate import run_evaluate
+    from tfship.report import run_report
+
+    evaluation = run_evaluate(cfg, run_dir, champion=champion, model=model, splits=splits)
+    gate = run_gate(cfg, run_dir, override_reason=override_reason, environ=environ)
+    report = run_report(run_dir)
+    comment = None
+    if post:
+        from tfship.mr_comment import post_report
+
+        comment = post_report(report.report_md, environ=environ)
+    return EvaluationOutcome(evaluation, gate, report, comment)

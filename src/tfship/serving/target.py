@@ -1,0 +1,137 @@
+"""A deploy target: one model repository plus, optionally, the TF Serving that reads it.
+
+`Target.apply()` is the only place a new ModelServerConfig takes effect: with a server it is
+pushed with HandleReloadConfigRequest, then the wanted versions are polled until AVAILABLE;
+`models.config` in the repository is rewritten only after the server took it, so the file
+always describes what is live (a restarted server comes back in the same state).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from tfship.config import PipelineConfig
+from tfship.errors import ConfigError
+from tfship.serving import models_config
+from tfship.serving.client import ServingClient
+from tfship.serving.models_config import ModelState
+from tfship.serving.repository import ModelRepository, open_repository
+
+log = logging.getLogger(__name__)
+MODELS_CONFIG = "models.config"
+
+
+@dataclass
+class Target:
+    """Resolved from `serving` (+ `serving.environments[<to>]`)."""
+
+    environment: str | None
+    model: str
+    repository: ModelRepository
+    base_path: str
+    client: ServingClient | None
+    load_deadline: float
+    poll: float
+    reloads: int = 0
+
+    @property
+    def online(self) -> bool:
+        return self.client is not None
+
+    def read(self) -> tuple[Any, ModelState]:
+        """The current models.config and this model's state in it (empty when absent)."""
+        text = self.repository.read_text(MODELS_CONFIG)
+        cfg = (
+            models_config.parse(text, origin=f"{self.repository.url}/{MODELS_CONFIG}")
+            if text
+            else None
+        )
+        state = models_config.model_state(cfg, self.model) if cfg is not None else None
+        if state is None:
+            state = ModelState(self.model, self.base_path)
+        elif state.base_path != self.base_path:
+            log.warning(
+                "models.config base_path %s differs from the configured %s; using the "
+                "configured one",
+                state.base_path,
+                self.base_path,
+            )
+            state = ModelState(self.model, self.base_path, state.versions, state.labels)
+        return cfg, state
+
+    def apply(self, cfg: Any, state: ModelState, *, gone: tuple[int, ...] = ()) -> Any:
+        """Make `state` live; returns the full ModelServerConfig that was applied."""
+        new = models_config.with_model(cfg, state)
+        if self.client is not None:
+            self.client.reload_config(new)
+            self.reloads += 1  # the server now holds a config that may need undoing
+            self.client.wait_available(
+                state.versions, deadline=self.load_deadline, poll=self.poll, gone=gone
+            )
+        self.repository.write_text(MODELS_CONFIG, models_config.render(new))
+        return new
+
+    def describe(self) -> str:
+        where = self.client.rest_url if self.client is not None else "no server (offline)"
+        env = f"{self.environment}: " if self.environment else ""
+        return f"{env}{self.repository.location(self.model)} -> {where}"
+
+
+def resolve(cfg: PipelineConfig, to: str | None = None) -> Target:
+    s = cfg.serving
+    env = None
+    if to is not None:
+        if to not in s.environments:
+            raise ConfigError(
+                f"--to {to}: no such environment; expected one of {sorted(s.environments)}",
+                hint="add it under serving.environments in pipeline.yaml",
+            )
+        env = s.environments[to]
+    repo_url = (env and env.model_repository) or s.model_repository
+    # Offline (quick start) the reader is docker/serving/compose.yaml, which mounts the
+    # repository at /models; with a server, default to the path tfship itself writes to.
+    offline_default = "/models" if not ((env and env.rest_url) or s.rest_url) else repo_url
+    server_repo = (
+        (env and env.server_model_repository) or s.server_model_repository or offline_default
+    )
+    rest_url = (env and env.rest_url) or s.rest_url
+    grpc_target = (env and env.grpc_target) or s.grpc_target
+    if grpc_target and not rest_url:
+        raise ConfigError(
+            "serving.grpc_target is set but serving.rest_url is not; tfship reads "
+            "model status and sends golden requests over REST",
+            hint="set serving.rest_url (TFSHIP_SERVING_REST_URL) too",
+        )
+    if rest_url and not grpc_target:
+        raise ConfigError(
+            f"serving.rest_url is {rest_url} but serving.grpc_target is not set; config reloads "
+            "(HandleReloadConfigRequest) exist only in TF Serving's gRPC API",
+            hint="set serving.grpc_target (TFSHIP_SERVING_GRPC_TARGET), e.g. host:8500",
+        )
+    repo = open_repository(repo_url, s3_endpoint_url=s.s3_endpoint_url)
+    if "://" not in server_repo:
+        from pathlib import Path
+
+        # TF Serving resolves base_path on its own machine: make a local one absolute.
+        server_repo = str(Path(server_repo).resolve()) if server_repo == repo_url else server_repo
+    client = None
+    if rest_url:
+        client = ServingClient(
+            cfg.project.model_name,
+            rest_url=rest_url,
+            grpc_target=grpc_target,
+            timeout=s.request_timeout_seconds,
+            retries=s.connect_retries,
+            backoff=s.retry_backoff_seconds,
+        )
+    return Target(
+        to,
+        cfg.project.model_name,
+        repo,
+        f"{server_repo.rstrip('/')}/{cfg.project.model_name}",
+        client,
+        s.load_deadline_seconds,
+        s.poll_interval_seconds,
+    )

@@ -1,0 +1,551 @@
+"""Training stage: one custom loop for the default, Mirrored and MultiWorkerMirrored strategies.
+
+Every step is a full global batch (per-replica batch × replicas, repeated data), so all workers
+run the same number of steps and `tf.nn.compute_average_loss` divides by the same number. Host
+flags (SIGTERM received, time-based checkpoint due) travel through each step as a tiny all-reduce,
+so under MultiWorkerMirroredStrategy every worker takes the same save/stop decision at the same
+step: saves involve every worker, and a worker that acted alone would hang the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfship.checkpoints import METRICS, TrainingCheckpoints, guard_record
+from tfship.config import PipelineConfig, dump_config
+from tfship.distribute import cluster_size, configure_devices, is_chief, make_strategy
+from tfship.distribute import strategy_name as _strategy_name
+from tfship.errors import Preempted, TrainingDiverged
+from tfship.fsutil import atomic_write_json, read_json
+from tfship.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+_SUM = tf.distribute.ReduceOp.SUM
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What `tfship train` did; train.json in the run directory holds the same and the history."""
+
+    run_dir: str
+    strategy: str
+    replicas: int
+    workers: int
+    global_batch_size: int
+    steps: int
+    total_steps: int
+    epochs_completed: int
+    steps_per_second: float
+    resumed_from_step: int | None
+    resumed_optimizer_iterations: int | None
+    optimizer_iterations: int
+    metrics: dict[str, float]
+    best_step: int | None
+    best_metric: str
+    best_value: float | None
+    checkpoint: str | None
+    weights_sha256: str
+    chief: bool
+    wall_seconds: float
+    history: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+
+    def render_text(self) -> str:
+        resumed = (
+            f", resumed from step {self.resumed_from_step}"
+            if self.resumed_from_step is not None
+            else ""
+        )
+        m = self.metrics
+        best = (
+            f"  best {self.best_metric} {self.best_value:.4f} at step {self.best_step}\n"
+            if self.best_value is not None
+            else ""
+        )
+        return (
+            f"train: {self.steps}/{self.total_steps} steps, {self.epochs_completed} epoch(s), "
+            f"{self.strategy} x{self.replicas} (global batch {self.global_batch_size}){resumed}\n"
+            f"  loss {m.get('loss', float('nan')):.4f}  accuracy {m.get('accuracy', 0):.4f}  "
+            f"val_loss {m.get('val_loss', float('nan')):.4f}  "
+            f"val_accuracy {m.get('val_accuracy', 0):.4f}\n"
+            f"{best}"
+            f"  {self.steps_per_second:.1f} steps/s, {self.wall_seconds:.1f} s wall\n"
+            + (
+                f"  checkpoint {self.checkpoint}\n  wrote {Path(self.run_dir) / 'train.json'}"
+                if self.chief
+                else "  not the chief: checkpoints and train.json are the chief's to write"
+            )
+        )
+
+
+class _SigtermFlag:
+    """Sets a flag on SIGTERM instead of dying, so the loop can save first (main thread only)."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _SigtermFlag:
+        self._installed = threading.current_thread() is threading.main_thread()
+        if self._installed:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.raised = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            previous = self._previous if self._previous is not None else signal.SIG_DFL
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Progress:
+    """tqdm bar on a terminal, periodic log lines otherwise (train.progress)."""
+
+    def __init__(self, mode: str, total: int, initial: int, every: int, enabled: bool) -> None:
+        if not enabled or mode == "none":
+            self.kind = "none"
+        elif mode == "bar" or (mode == "auto" and sys.stderr.isatty()):
+            self.kind = "bar"
+        else:
+            self.kind = "log"
+        self.total, self.every = total, every
+        self._t0, self._s0 = time.perf_counter(), initial
+        self._bar = None
+        if self.kind == "bar":
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=initial, unit="step", file=sys.stderr)
+
+    def update(self, step: int, epoch: int, loss: float, acc: float) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+            if step % self.every == 0:
+                self._bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", acc=f"{acc:.3f}")
+        elif self.kind == "log" and (step % self.every == 0 or step == self.total):
+            rate = (step - self._s0) / max(time.perf_counter() - self._t0, 1e-9)
+            log.info(
+                "step %d/%d epoch %d loss %.4f accuracy %.4f (%.1f steps/s)",
+                step,
+                self.total,
+                epoch,
+                loss,
+                acc,
+                rate,
+            )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _scalar_metadata() -> Any:
+    from tensorflow.core.framework import summary_pb2
+
+    return summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+        data_class=summary_pb2.DATA_CLASS_SCALAR,
+    )
+
+
+def _scalar(name: str, value: float) -> None:
+    # tf.summary.scalar needs the tensorboard package at write time; this writes the same
+    # scalar event (the "scalars" plugin's format) without it, so TensorBoard reads it as usual.
+    tf.summary.write(name, tf.constant(value, tf.float32), metadata=_scalar_metadata())
+
+
+def weights_digest(model: keras.Model) -> str:
+    """sha256 over every weight's bytes: equal digests mean bit-identical models."""
+    h = hashlib.sha256()
+    for w in model.weights:
+        h.update(np.ascontiguousarray(keras.ops.convert_to_numpy(w.value)).tobytes())
+    return h.hexdigest()
+
+
+def _all_finite(model: keras.Model) -> bool:
+    return all(bool(tf.reduce_all(tf.math.is_finite(w.value))) for w in model.trainable_weights)
+
+
+def run_train(cfg: PipelineConfig, run_dir: RunDir, *, splits: Any = None) -> TrainResult:
+    """Train `cfg.model` on the data, resuming from the latest checkpoint when one exists.
+
+    Raises Preempted (exit 75) after saving when SIGTERM arrives, TrainingDiverged (exit 5) on a
+    NaN/Inf loss without touching the last good checkpoint. Only the chief writes to the run
+    directory. `splits` (a tfship.data.Splits) skips loading the data again.
+    """
+    t_start = time.perf_counter()
+    # Devices and the (multi-worker) strategy first: both must exist before TF runs any op.
+    configure_devices(cfg.train)
+    strategy = make_strategy(cfg.train)
+    chief = is_chief()
+    # Checkpoint backup (tfship.backup, off unless backup.enabled); opened early so fetching a
+    # backed-up generation overlaps loading the data and building the model.
+    from tfship.backup import open_training_backup
+
+    backup = open_training_backup(cfg, run_dir, chief=chief)
+    if splits is None:
+        from tfship.data import load_splits
+
+        splits = load_splits(cfg)
+
+    tcfg = cfg.train
+    replicas = strategy.num_replicas_in_sync
+    global_batch = tcfg.per_replica_batch_size * replicas
+    steps_per_epoch = max(1, len(splits.y_train) // global_batch)
+    total_steps = tcfg.epochs * steps_per_epoch
+    if tcfg.max_steps is not None:
+        total_steps = min(total_steps, tcfg.max_steps)
+    lr = tcfg.learning_rate * (replicas if tcfg.scale_learning_rate else 1)
+
+    with strategy.scope():
+        from tfship.model import build_model
+
+        model = build_model(cfg.model, splits.input_shape, splits.num_classes)
+        optimizer = keras.optimizers.Adam(learning_rate=lr)
+        optimizer.build(model.trainable_variables)
+        step_var = tf.Variable(
+            0,
+            dtype=tf.int64,
+            trainable=False,
+            name="step",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+    # A host-side copy of model and optimizer lets checkpoints be written in the background
+    # while training continues (see TrainingCheckpoints).
+    with tf.device("/cpu:0"):
+        shadow_model = build_model(cfg.model, splits.input_shape, splits.num_classes)
+        shadow_optimizer = keras.optimizers.Adam(learning_rate=lr)
+        shadow_optimizer.build(shadow_model.trainable_variables)
+    guard = guard_record(
+        cfg,
+        data_fingerprint=splits.fingerprint,
+        input_shape=splits.input_shape,
+        class_names=splits.class_names,
+    )
+    # Checkpoint backup: on a fresh runner the newest complete remote generation must be
+    # back before the CheckpointManager looks (restore() waits for open's background fetch).
+    backup.restore()
+    keeper = TrainingCheckpoints(
+        cfg,
+        run_dir,
+        model=model,
+        optimizer=optimizer,
+        step=step_var,
+        chief=chief,
+        guard=guard,
+        shadow=(shadow_model, shadow_optimizer),
+    )
+    resumed_from = keeper.restore_latest()
+    resumed_iters = int(optimizer.iterations.numpy()) if resumed_from is not None else None
+    start_step = resumed_from or 0
+    if chief:
+        run_dir.ensure()
+        dump_config(cfg, run_dir.config)
+
+    from tfship.data import make_dataset
+
+    def train_input(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        return make_dataset(
+            splits.x_train,
+            splits.y_train,
+            global_batch_size=global_batch,
+            shuffle=True,
+            # A resumed run continues with a fresh order rather than replaying epoch 1's.
+            seed=cfg.run.seed + start_step,
+            cache=cfg.data.cache,
+            shuffle_buffer=cfg.data.shuffle_buffer,
+            input_context=ctx,
+            repeat=True,
+            drop_remainder=True,
+        )
+
+    def val_input(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        return make_dataset(
+            splits.x_val,
+            splits.y_val,
+            global_batch_size=global_batch,
+            shuffle=False,
+            seed=cfg.run.seed,
+            cache=cfg.data.cache,
+            input_context=ctx,
+        )
+
+    train_data = strategy.distribute_datasets_from_function(train_input)
+    val_data = strategy.distribute_datasets_from_function(val_input)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+
+    def _correct(y: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+        pred = tf.argmax(logits, axis=-1, output_type=tf.int64)
+        return tf.reduce_sum(tf.cast(tf.equal(pred, tf.cast(y, tf.int64)), tf.float32))
+
+    @tf.function
+    def train_step(iterator: Any, flags: tf.Tensor) -> tf.Tensor:
+        """One global batch. Returns [loss, correct predictions, *flags], summed over replicas
+        in one all-reduce (host flags ride along, see the module docstring)."""
+
+        def replica_step(x: tf.Tensor, y: tf.Tensor, flags: tf.Tensor) -> Any:
+            with tf.GradientTape() as tape:
+                logits = model(x, training=True)
+                loss = tf.nn.compute_average_loss(
+                    loss_fn(y, logits), global_batch_size=global_batch
+                )
+                if model.losses:
+                    loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            return tf.concat([tf.stack([loss, _correct(y, logits)]), flags], axis=0)
+
+        x, y = next(iterator)
+        per_replica = strategy.run(replica_step, args=(x, y, flags))
+        step_var.assign_add(1)
+        return strategy.reduce(_SUM, per_replica, axis=None)
+
+    @tf.function
+    def evaluate(dataset: Any) -> tf.Tensor:
+        def replica_eval(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+            logits = model(x, training=False)
+            return tf.stack(
+                [
+                    tf.reduce_sum(loss_fn(y, logits)),
+                    _correct(y, logits),
+                    tf.cast(tf.shape(y)[0], tf.float32),
+                ]
+            )
+
+        totals = tf.zeros([3])
+        for x, y in dataset:
+            totals += strategy.reduce(_SUM, strategy.run(replica_eval, args=(x, y)), axis=None)
+        return totals
+
+    tb_train = tb_val = None
+    if chief:
+        tb_train = tf.summary.create_file_writer(str(run_dir.tensorboard / "train"))
+        tb_val = tf.summary.create_file_writer(str(run_dir.tensorboard / "validation"))
+
+    history: list[dict[str, Any]] = []
+    if chief and resumed_from is not None and run_dir.train_json.is_file():
+        done = start_step // steps_per_epoch
+        history = [
+            h for h in read_json(run_dir.train_json).get("history", []) if h["epoch"] <= done
+        ]
+
+    step = start_step
+    train_seconds = eval_seconds = 0.0
+    steps_run = 0
+    last_metrics: dict[str, float] = {
+        k: v for k, v in (history[-1] if history else {}).items() if k in METRICS
+    }
+    epoch_loss = epoch_correct = 0.0
+    epoch_steps = 0
+    epoch_t0 = time.perf_counter()
+    epoch_step_seconds = 0.0
+    status = "running"
+    sample_size = global_batch
+
+    def write_train_json() -> None:
+        if not chief:
+            return
+        atomic_write_json(
+            run_dir.train_json,
+            {
+                "status": status,
+                "strategy": _strategy_name(strategy),
+                "replicas": replicas,
+                "workers": max(cluster_size(), 1),
+                "per_replica_batch_size": tcfg.per_replica_batch_size,
+                "global_batch_size": global_batch,
+                "learning_rate": lr,
+                "steps": step,
+                "total_steps": total_steps,
+                "steps_per_epoch": steps_per_epoch,
+                "epochs": tcfg.epochs,
+                "epochs_completed": len(history),
+                "steps_per_second": steps_run / train_seconds if train_seconds else 0.0,
+                "resumed_from_step": resumed_from,
+                "resumed_optimizer_iterations": resumed_iters,
+                "optimizer_iterations": int(optimizer.iterations.numpy()),
+                "best": {
+                    "step": keeper.best_step,
+                    "metric": cfg.checkpoint.best_metric,
+                    "value": keeper.best_value,
+                },
+                "checkpoints": {
+                    "saves": keeper.saves,
+                    "seconds": keeper.save_seconds,  # what the loop waited for
+                    "write_seconds": keeper.write_seconds,
+                },
+                "wall_seconds": {
+                    "total": time.perf_counter() - t_start,
+                    "training": train_seconds,
+                    "evaluation": eval_seconds,
+                },
+                "history": history,
+            },
+        )
+
+    def end_epoch() -> None:
+        nonlocal epoch_loss, epoch_correct, epoch_steps, eval_seconds, epoch_t0, last_metrics
+        nonlocal epoch_step_seconds
+        t0 = time.perf_counter()
+        loss_sum, correct, count = (float(v) for v in evaluate(val_data).numpy())
+        epoch_eval_seconds = time.perf_counter() - t0
+        eval_seconds += epoch_eval_seconds
+        metrics = {
+            "loss": epoch_loss / max(epoch_steps, 1),
+            "accuracy": epoch_correct / max(epoch_steps * sample_size, 1),
+            "val_loss": loss_sum / max(count, 1.0),
+            "val_accuracy": correct / max(count, 1.0),
+        }
+        epoch = math.ceil(step / steps_per_epoch)
+        history.append(
+            {
+                "epoch": epoch,
+                "step": step,
+                **metrics,
+                "steps": epoch_steps,
+                "step_seconds": epoch_step_seconds,  # the training steps alone
+                "eval_seconds": epoch_eval_seconds,
+                "seconds": time.perf_counter() - epoch_t0,
+            }
+        )
+        last_metrics = metrics
+        if tb_train is not None and tb_val is not None:
+            with tb_train.as_default(step=step):
+                _scalar("epoch_loss", metrics["loss"])
+                _scalar("epoch_accuracy", metrics["accuracy"])
+            with tb_val.as_default(step=step):
+                _scalar("epoch_loss", metrics["val_loss"])
+                _scalar("epoch_accuracy", metrics["val_accuracy"])
+        if _all_finite(model):
+            keeper.save_best_if_better(step, metrics)
+            backup.sync()
+        write_train_json()
+        log.info(
+            "epoch %d: loss %.4f accuracy %.4f val_loss %.4f val_accuracy %.4f",
+            epoch,
+            metrics["loss"],
+            metrics["accuracy"],
+            metrics["val_loss"],
+            metrics["val_accuracy"],
+        )
+        epoch_loss = epoch_correct = 0.0
+        epoch_steps = 0
+        epoch_t0 = time.perf_counter()
+        epoch_step_seconds = 0.0
+
+    def diverged(what: str) -> TrainingDiverged:
+        nonlocal status
+        status = "diverged"
+        write_train_json()
+        last = keeper.latest_saved_step()
+        kept = f"the last good checkpoint (step {last}) is kept" if last else "no checkpoint yet"
+        return TrainingDiverged(
+            f"training diverged at step {step}: {what}; {kept}",
+            hint=f"lower train.learning_rate (now {lr:g}), check the data for NaN/Inf values, "
+            "or use a smaller model; a rerun resumes from the last good checkpoint",
+        )
+
+    progress = _Progress(tcfg.progress, total_steps, start_step, tcfg.log_every_steps, chief)
+    iterator = iter(train_data)
+    try:
+        with _SigtermFlag() as sigterm:
+            while step < total_steps:
+                t0 = time.perf_counter()
+                flags = tf.constant([float(sigterm.raised), float(keeper.seconds_due())])
+                loss, correct, stop_flag, time_flag = train_step(iterator, flags).numpy().tolist()
+                stop, time_due = stop_flag > 0, time_flag > 0
+                train_seconds += time.perf_counter() - t0
+                epoch_step_seconds += time.perf_counter() - t0
+                step += 1
+                steps_run += 1
+                if not math.isfinite(loss):
+                    raise diverged(f"the loss is {loss}")
+                epoch_loss += loss
+                epoch_correct += correct
+                epoch_steps += 1
+                epoch = math.ceil(step / steps_per_epoch)
+                progress.update(
+                    step,
+                    epoch,
+                    epoch_loss / epoch_steps,
+                    epoch_correct / (epoch_steps * sample_size),
+                )
+                if tb_train is not None and step % tcfg.log_every_steps == 0:
+                    with tb_train.as_default(step=step):
+                        _scalar("loss", loss)
+                if stop or time_due or keeper.steps_due(step):
+                    if not _all_finite(model):
+                        raise diverged("the weights hold NaN/Inf values")
+                    keeper.save(step, block=stop)  # a preempted run waits for its checkpoint
+                    backup.sync()  # hands the generation to the uploader thread; never blocks
+                if stop:
+                    status = "preempted"
+                    backup.close(preempted=True)  # bounded by backup.preempt_timeout_seconds
+                    write_train_json()
+                    raise Preempted(
+                        f"SIGTERM received: saved a checkpoint at step {step} of {total_steps}",
+                        hint="rerun the same command to resume from it",
+                    )
+                if step % steps_per_epoch == 0 or step == total_steps:
+                    end_epoch()
+    finally:
+        progress.close()
+        for writer in (tb_train, tb_val):
+            if writer is not None:
+                writer.flush()
+        keeper.close()
+
+    if steps_run == 0:
+        # Relaunched after the run had finished: report the restored model's validation
+        # metrics (every worker evaluates, so the collectives stay matched).
+        loss_sum, correct, count = (float(v) for v in evaluate(val_data).numpy())
+        last_metrics = {
+            **last_metrics,
+            "val_loss": loss_sum / max(count, 1.0),
+            "val_accuracy": correct / max(count, 1.0),
+        }
+    if keeper.latest_saved_step() != step:
+        if not _all_finite(model):
+            raise diverged("the weights hold NaN/Inf values")
+        keeper.save(step)
+    status = "completed"
+    write_train_json()
+    keeper.close()
+    backup.close()
+    return TrainResult(
+        run_dir=str(run_dir.root),
+        strategy=_strategy_name(strategy),
+        replicas=replicas,
+        workers=max(cluster_size(), 1),
+        global_batch_size=global_batch,
+        steps=step,
+        total_steps=total_steps,
+        epochs_completed=len(history),
+        steps_per_second=steps_run / train_seconds if train_seconds else 0.0,
+        resumed_from_step=resumed_from,
+        resumed_optimizer_iterations=resumed_iters,
+        optimizer_iterations=int(optimizer.iterations.numpy()),
+        metrics=last_metrics,
+        best_step=keeper.best_step,
+        best_metric=cfg.checkpoint.best_metric,
+        best_value=keeper.best_value,
+        checkpoint=keeper.manager.latest_checkpoint if chief else None,
+        weights_sha256=weights_digest(model),
+        chief=chief,
+        wall_seconds=time.perf_counter() - t_start,
+        history=tuple(history),
+    )

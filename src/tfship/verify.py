@@ -1,0 +1,244 @@
+"""Offline checks of an exported SavedModel, as TF Serving would load it.
+
+`verify_export` works on any SavedModel directory that carries a tfship manifest: export runs it
+before a version gets its numeric name; validate and deploy run it on what they are about to
+serve. Two loaders must reproduce the manifest's golden requests: `tf.saved_model.load` in this
+process and `saved_model_cli run` (TF's session-based loader) in a fresh one, which also proves
+the export needs no Python code from the process that wrote it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfship.errors import ModelError
+from tfship.serving.golden import MANIFEST, WARMUP, compare, golden_inputs, read_manifest
+
+log = logging.getLogger(__name__)
+
+SIGNATURE = "serving_default"
+# TF Serving refuses to load a model whose warmup file holds more records (WarmupConsts).
+MAX_WARMUP_RECORDS = 1000
+CPP_LOADER_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """An export that loaded in both loaders and reproduced its golden requests."""
+
+    export_dir: Path
+    model_name: str
+    version: int
+    golden_requests: int
+    tolerance: float
+    max_abs_diff: dict[str, float]  # loader ("cpp", "python") -> worst difference over outputs
+    warmup_records: int
+    cpp_loader_seconds: float
+
+    def render_text(self) -> str:
+        diffs = ", ".join(f"{k} {v:.2g}" for k, v in self.max_abs_diff.items())
+        return (
+            f"verified {self.export_dir} ({self.model_name} v{self.version}): "
+            f"{self.golden_requests} golden requests reproduce within {self.tolerance:g} "
+            f"(max abs diff: {diffs}); {self.warmup_records} warmup records run; "
+            f"C++ loader check {self.cpp_loader_seconds:.1f} s"
+        )
+
+
+def describe_signature(sig: Any) -> dict[str, Any]:
+    """A concrete function's inputs and outputs as the manifest records them."""
+
+    def spec(s: Any) -> dict[str, Any]:
+        return {"dtype": s.dtype.name, "shape": [-1 if d is None else int(d) for d in s.shape]}
+
+    return {
+        "name": SIGNATURE,
+        "inputs": {k: spec(s) for k, s in sorted(sig.structured_input_signature[1].items())},
+        "outputs": {k: spec(s) for k, s in sorted(sig.structured_outputs.items())},
+    }
+
+
+# --- checks --------------------------------------------------------------------------------
+
+
+def require_finite(outputs: Mapping[str, np.ndarray], where: str) -> None:
+    for name, value in outputs.items():
+        arr = np.asarray(value)
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            bad = int(np.sum(~np.isfinite(arr)))
+            raise ModelError(
+                f"{where}: output '{name}' has {bad} NaN/Inf value(s); expected finite values",
+                hint="weights corrupt or training diverged; export a good checkpoint",
+            )
+
+
+def check_golden(
+    manifest: Mapping[str, Any], outputs: Mapping[str, Any], tol: float, where: str
+) -> float:
+    """Worst difference from the manifest's golden outputs; ModelError when out of tolerance."""
+    result = compare(manifest, outputs, tol)
+    if not result.ok:
+        raise ModelError(
+            f"{where} does not reproduce the golden requests: {'; '.join(result.problems)}",
+            hint="the SavedModel and its manifest disagree; re-export (never edit an export)",
+        )
+    return result.max_abs_diff
+
+
+def run_cpp_loader(
+    export_dir: Path, inputs: Mapping[str, np.ndarray], *, timeout: float = CPP_LOADER_TIMEOUT
+) -> tuple[dict[str, np.ndarray], float]:
+    """Run `serving_default` through `saved_model_cli run` (TF's session-based loader, the one
+    TF Serving uses) in a fresh process; return its outputs and the wall time it took."""
+    with tempfile.TemporaryDirectory(prefix="tfship-cpp-loader-") as tmp:
+        feeds = []
+        for name, value in inputs.items():
+            path = Path(tmp) / f"in_{name}.npy"
+            np.save(path, value)
+            feeds.append(f"{name}={path}")
+        outdir = Path(tmp) / "out"
+        cmd = [
+            sys.executable,
+            "-m",
+            "tensorflow.python.tools.saved_model_cli",
+            "run",
+            "--dir",
+            str(export_dir),
+            "--tag_set",
+            "serve",
+            "--signature_def",
+            SIGNATURE,
+            "--inputs",
+            ";".join(feeds),
+            "--outdir",
+            str(outdir),
+            "--overwrite",
+        ]
+        # CPU only: the exporting process may still hold the GPU, and TF Serving's CPU image is
+        # the reference the golden outputs must hold against.
+        child_env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout, env=child_env, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise ModelError(
+                f"saved_model_cli did not finish loading {export_dir} within {timeout:.0f} s",
+                hint="the machine may be overloaded; retry, or check the model for huge constants",
+            ) from None
+        seconds = time.perf_counter() - t0
+        if proc.returncode != 0:
+            tail = "\n    ".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+            raise ModelError(
+                f"TF's C++ loader (saved_model_cli run) failed on {export_dir} with exit code "
+                f"{proc.returncode}; expected it to load and run '{SIGNATURE}':\n    {tail}",
+                hint="TF Serving would fail the same way; export with keras.export.ExportArchive",
+            )
+        outputs = {p.stem: np.load(p) for p in outdir.glob("*.npy")}
+    return outputs, seconds
+
+
+def _python_replay(export_dir: Path, manifest: Mapping[str, Any], tol: float) -> tuple[float, int]:
+    """Reload with tf.saved_model.load, replay the golden requests and run the warmup records."""
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(export_dir))
+    except Exception as exc:  # TF raises many types here; all mean "cannot be served"
+        raise ModelError(f"tf.saved_model.load failed on {export_dir}: {exc}") from exc
+    sig = loaded.signatures.get(SIGNATURE)
+    if sig is None:
+        raise ModelError(
+            f"{export_dir} has no '{SIGNATURE}' signature (has {sorted(loaded.signatures)})",
+            hint="TF Serving's REST/gRPC predict uses serving_default unless told otherwise",
+        )
+    described = describe_signature(sig)
+    if described != manifest["signature"]:
+        raise ModelError(
+            f"{export_dir}: signature {described} differs from the manifest's "
+            f"{manifest['signature']}"
+        )
+    outputs = {
+        k: v.numpy()
+        for k, v in sig(**{k: tf.constant(v) for k, v in golden_inputs(manifest).items()}).items()
+    }
+    diff = check_golden(manifest, outputs, tol, "tf.saved_model.load")
+    records = read_warmup(export_dir / WARMUP)
+    if len(records) > MAX_WARMUP_RECORDS:
+        raise ModelError(
+            f"{export_dir / WARMUP} has {len(records)} records; TF Serving refuses "
+            f"to load a model with more than {MAX_WARMUP_RECORDS}"
+        )
+    if records:
+        batch = {name: np.concatenate([r[name] for r in records]) for name in records[0]}
+        try:
+            warm = sig(**{k: tf.constant(v) for k, v in batch.items()})
+        except Exception as exc:  # a failing warmup record makes TF Serving fail the load
+            raise ModelError(f"{export_dir / WARMUP}: warmup requests fail: {exc}") from exc
+        require_finite({k: v.numpy() for k, v in warm.items()}, "warmup requests")
+    return diff, len(records)
+
+
+def read_warmup(path: Path) -> list[dict[str, np.ndarray]]:
+    """Inputs of every PredictionLog record in a warmup file ([] when there is none)."""
+    if not path.exists():
+        return []
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    out = []
+    for i, raw in enumerate(tf.data.TFRecordDataset(str(path)).as_numpy_iterator()):
+        rec = prediction_log_pb2.PredictionLog.FromString(raw)
+        req = rec.predict_log.request
+        if not rec.HasField("predict_log") or req.model_spec.signature_name not in ("", SIGNATURE):
+            raise ModelError(f"{path}: record {i} is not a PredictLog for '{SIGNATURE}'")
+        out.append({k: tf.make_ndarray(v) for k, v in req.inputs.items()})
+    return out
+
+
+def verify_export(
+    export_dir: str | os.PathLike[str],
+    tolerance: float | None = None,
+    *,
+    timeout: float = CPP_LOADER_TIMEOUT,
+) -> VerifyResult:
+    """Offline check of a SavedModel with a tfship manifest, as TF Serving would load it.
+
+    Reloads it in this process (signature matches the manifest, golden requests reproduce,
+    warmup records run) and then through `saved_model_cli run` in a fresh process. Raises
+    `ModelError` naming the loader, the output and the difference on any disagreement.
+    `tolerance` defaults to the manifest's `golden.tolerance`.
+    """
+    export_dir = Path(export_dir)
+    manifest = read_manifest(export_dir)
+    tol = float(tolerance if tolerance is not None else manifest["golden"]["tolerance"])
+    require_finite(
+        {k: np.asarray(v, dtype=np.float64) for k, v in manifest["golden"]["outputs"].items()},
+        f"{export_dir / MANIFEST} golden",
+    )
+    py_diff, warmup = _python_replay(export_dir, manifest, tol)
+    outputs, seconds = run_cpp_loader(export_dir, golden_inputs(manifest), timeout=timeout)
+    cpp_diff = check_golden(manifest, outputs, tol, "TF's C++ loader (saved_model_cli)")
+    log.info("verified %s: C++ loader %.1f s", export_dir, seconds)
+    return VerifyResult(
+        export_dir,
+        str(manifest.get("model_name", "")),
+        int(manifest["version"]),
+        len(next(iter(golden_inputs(manifest).values()))),
+        tol,
+        {"python": py_diff, "cpp": cpp_diff},
+        warmup,
+        seconds,
+    )

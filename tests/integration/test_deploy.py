@@ -1,0 +1,260 @@
+"""Deploy, canary, promote, rollback against a model server (the stand-in by default).
+
+The server binary comes from TFSHIP_MODEL_SERVER (default: `python -m tests.tfserving_standin`),
+so the same tests run against a real tensorflow_model_server. One server is shared by the
+module; each test uses its own model name and model repository.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from tests.integration import serving_exports as se
+from tfship.config import load_config
+from tfship.errors import DeployFailed, ExitCode
+from tfship.rundir import RunDir
+from tfship.serving import golden
+from tfship.serving.deploy import run_deploy, run_promote, run_rollback, run_status
+
+pytestmark = pytest.mark.integration
+_names = itertools.count()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, repo_root: Path):
+    """A model server with no models; deploys add theirs with HandleReloadConfigRequest."""
+    cfg_file = tmp_path_factory.mktemp("server") / "bootstrap.config"
+    cfg_file.write_text("model_config_list {}\n")
+    grpc_port, rest_port = _free_port(), _free_port()
+    binary = os.environ.get("TFSHIP_MODEL_SERVER") or f"{sys.executable} -m tests.tfserving_standin"
+    log = open(cfg_file.with_suffix(".log"), "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [
+            *shlex.split(binary),
+            f"--port={grpc_port}",
+            f"--rest_api_port={rest_port}",
+            f"--model_config_file={cfg_file}",
+            "--file_system_poll_wait_seconds=1",
+            "--max_num_load_retries=0",
+        ],
+        cwd=repo_root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    rest = f"http://127.0.0.1:{rest_port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            requests.get(f"{rest}/v1/models/none", timeout=1)
+            break
+        except requests.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                log.close()
+                pytest.fail(
+                    f"model server did not start: {cfg_file.with_suffix('.log').read_text()}"
+                )
+            time.sleep(0.2)
+    yield rest, f"127.0.0.1:{grpc_port}"
+    proc.terminate()
+    proc.wait(15)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, RunDir]:
+    root = tmp_path_factory.mktemp("exports")
+    v1 = se.export_good(root, 1, seed=1)
+    return {
+        "v1": v1,
+        "v2": se.export_variant(v1, root, 2, seed=2),
+        "v3": se.export_variant(v1, root, 3, seed=3),
+        "missing variables": se.export_missing_variables(v1, root, 4),
+        "wrong signature": se.export_wrong_signature(v1, root, 5),
+        "NaN outputs": se.export_nan_outputs(v1, root, 6),
+    }
+
+
+@pytest.fixture()
+def cfg_for(server, tmp_path: Path):
+    rest, grpc = server
+    model = f"m{next(_names)}"
+
+    def make(**extra: object):
+        sets = {
+            "project.model_name": model,
+            "serving.model_repository": str(tmp_path / "repo"),
+            "serving.rest_url": rest,
+            "serving.grpc_target": grpc,
+            "serving.load_deadline_seconds": 60,
+            "serving.poll_interval_seconds": 0.1,
+            "serving.allow_ungated": True,
+            "serving.retry_backoff_seconds": 0.05,
+            **extra,
+        }
+        return load_config(None, overrides=[f"{k}={v}" for k, v in sets.items()])
+
+    return make
+
+
+def _expected(run_dir: RunDir) -> dict:
+    return golden.read_manifest(golden.latest_export(run_dir.export))
+
+
+def _answer(rest: str, model: str, where: str, manifest: dict) -> np.ndarray:
+    body = {"inputs": {k: v.tolist() for k, v in golden.golden_inputs(manifest).items()}}
+    r = requests.post(f"{rest}/v1/models/{model}/{where}:predict", json=body, timeout=10)
+    r.raise_for_status()
+    return np.asarray(r.json()["outputs"]["probabilities"])
+
+
+def _answers_like(rest: str, model: str, where: str, run_dir: RunDir) -> bool:
+    m = _expected(run_dir)
+    got = _answer(rest, model, where, m)
+    return bool(np.allclose(got, m["golden"]["outputs"]["probabilities"], atol=1e-4))
+
+
+class _Hammer(threading.Thread):
+    """Sends /labels/stable predictions in a loop and records every failure."""
+
+    def __init__(self, rest: str, model: str, manifest: dict) -> None:
+        super().__init__(daemon=True)
+        self.url = f"{rest}/v1/models/{model}/labels/stable:predict"
+        self.body = {
+            "inputs": {k: v[:1].tolist() for k, v in golden.golden_inputs(manifest).items()}
+        }
+        self.stop, self.ok, self.errors = threading.Event(), 0, []
+
+    def run(self) -> None:
+        session = requests.Session()
+        while not self.stop.is_set():
+            try:
+                r = session.post(self.url, json=self.body, timeout=10)
+                if r.status_code == 200:
+                    self.ok += 1
+                else:
+                    self.errors.append(f"{r.status_code} {r.text[:200]}")
+            except requests.RequestException as exc:
+                self.errors.append(repr(exc))
+
+
+def test_canary_promote_rollback_move_stable_exactly_when_they_should(
+    server, exports, cfg_for, tmp_path: Path
+) -> None:
+    rest, _ = server
+    cfg = cfg_for()
+    model = cfg.project.model_name
+    first = run_deploy(cfg, exports["v1"], reason="first model")
+    assert first.labels_after == {"canary": 1, "stable": 1} and first.golden.ok
+    assert _answers_like(rest, model, "labels/stable", exports["v1"])
+
+    canary = run_deploy(cfg, exports["v2"], reason="new data")
+    assert canary.labels_before == {"canary": 1, "stable": 1}
+    assert canary.labels_after == {"canary": 2, "stable": 1}
+    assert _answers_like(rest, model, "labels/stable", exports["v1"])  # stable not moved
+    assert _answers_like(rest, model, "labels/canary", exports["v2"])
+
+    hammer = _Hammer(rest, model, _expected(exports["v1"]))
+    hammer.start()
+    time.sleep(0.3)
+    promoted = run_promote(cfg, exports["v2"], reason="canary healthy")
+    assert _answers_like(rest, model, "labels/stable", exports["v2"])
+    rolled = run_rollback(cfg, exports["v2"], reason="bad business metric")
+    time.sleep(0.3)
+    hammer.stop.set()
+    hammer.join()
+    assert hammer.errors == [] and hammer.ok > 0
+
+    assert promoted.labels_after == {"canary": 2, "stable": 2}
+    assert rolled.version == 1 and rolled.labels_after == {"canary": 1, "stable": 1}
+    assert _answers_like(rest, model, "labels/stable", exports["v1"])
+    status = run_status(cfg)
+    assert status.labels == {"canary": 1, "stable": 1}
+    assert status.server[1] == "AVAILABLE"
+    log = [(r["action"], r["status"]) for r in status.last_actions]
+    assert (
+        log[-3:] == [("promote", "ok"), ("retention", "ok"), ("rollback", "ok")]
+        or log[-2:] == [("promote", "ok"), ("rollback", "ok")]
+        or ("rollback", "ok") in log
+    )
+    record = json.loads((exports["v2"].deploy_json).read_text())["record"]
+    assert record["action"] == "rollback" and record["why"] == "bad business metric"
+    assert record["who"] and record["labels_before"] == {"canary": 2, "stable": 2}
+
+
+@pytest.mark.parametrize("broken", ["missing variables", "wrong signature", "NaN outputs"])
+def test_a_broken_model_is_rejected_before_any_label_moves(
+    server, exports, cfg_for, broken
+) -> None:
+    rest, _ = server
+    cfg = cfg_for()
+    model = cfg.project.model_name
+    run_deploy(cfg, exports["v1"])
+    config_before = (Path(cfg.serving.model_repository) / "models.config").read_text()
+    with pytest.raises(DeployFailed) as err:
+        run_deploy(cfg, exports[broken], reason="should not pass")
+    assert err.value.exit_code == ExitCode.DEPLOY_FAILED
+    assert "stable still serves 1" in str(err.value)
+    status = run_status(cfg)
+    assert status.labels == {"canary": 1, "stable": 1}
+    assert status.on_disk == [1]  # the broken version was un-published
+    assert (Path(cfg.serving.model_repository) / "models.config").read_text() == config_before
+    assert _answers_like(rest, model, "labels/stable", exports["v1"])
+    assert status.last_actions[-1]["status"] == "failed"
+
+
+def test_retention_keeps_labelled_and_previous_stable_versions(server, exports, cfg_for) -> None:
+    cfg = cfg_for(**{"serving.retention": 2})
+    for name in ("v1", "v2", "v3"):
+        run_deploy(cfg, exports[name], promote=True)
+    status = run_status(cfg)
+    assert status.labels == {"canary": 3, "stable": 3}
+    assert status.config_versions == [2, 3]  # 2 is the previous stable: rollback stays instant
+    assert status.on_disk == [2, 3]
+    assert run_rollback(cfg, exports["v3"]).labels_after == {"canary": 2, "stable": 2}
+
+
+def test_an_unreachable_server_fails_after_bounded_retries_and_changes_nothing(
+    exports, tmp_path: Path
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = load_config(
+        None,
+        overrides=[
+            f"serving.model_repository={tmp_path / 'repo'}",
+            f"serving.rest_url=http://127.0.0.1:{port}",
+            f"serving.grpc_target=127.0.0.1:{port}",
+            "serving.allow_ungated=true",
+            "serving.connect_retries=2",
+            "serving.retry_backoff_seconds=0.05",
+            "serving.request_timeout_seconds=1",
+        ],
+    )
+    t0 = time.monotonic()
+    with pytest.raises(DeployFailed) as err:
+        run_deploy(cfg, exports["v1"])
+    assert time.monotonic() - t0 < 30
+    assert f"127.0.0.1:{port}" in str(err.value) and "3 attempt(s)" in str(err.value)
+    assert not (tmp_path / "repo" / "models.config").exists()
+    assert not (tmp_path / "repo" / "digits" / "1").exists()

@@ -1,0 +1,298 @@
+"""Export: numeric monotonic versions, manifest, warmup records, and rejection of bad models.
+
+The subprocess run of `saved_model_cli` (~7 s) is replaced here by the same session-based load
+done in this process; tests/integration/test_export_cpp_loader.py runs the real subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfship import export as export_mod
+from tfship import verify as verify_mod
+from tfship.config import PipelineConfig
+from tfship.errors import ModelError
+from tfship.rundir import RunDir
+
+H, W, C, CLASSES = 8, 8, 1, 3
+
+
+def tiny_model(seed: int = 0) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((H, W, C)),
+            keras.layers.Rescaling(1.0 / 255),
+            keras.layers.Flatten(),
+            keras.layers.Dense(CLASSES),
+        ]
+    )
+
+
+def pixels(n: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 255, (n, H, W, C)).astype(np.float32)
+
+
+def export(
+    model: keras.Model, run_dir: RunDir, cfg: PipelineConfig | None = None, **kw: Any
+) -> export_mod.ExportResult:
+    cfg = cfg or PipelineConfig.model_validate({"project": {"model_name": "tiny"}})
+    return export_mod.export_savedmodel(
+        model,
+        cfg=cfg,
+        run_dir=run_dir,
+        class_names=["a", "b", "c"],
+        golden_x=pixels(4),
+        warmup_x=pixels(5, seed=2),
+        training_summary={"steps": 10, "val_accuracy": 0.9},
+        data_fingerprint="f" * 64,
+        **kw,
+    )
+
+
+def session_loader(
+    export_dir: Path, inputs: dict[str, np.ndarray], *, timeout: float = 0
+) -> tuple[dict[str, np.ndarray], float]:
+    # What `saved_model_cli run` does, without the fresh process.
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(export_dir))
+        sig = meta.signature_def["serving_default"]
+        feed = {sig.inputs[k].name: v for k, v in inputs.items()}
+        return sess.run({k: t.name for k, t in sig.outputs.items()}, feed), 0.0
+
+
+@pytest.fixture(autouse=True)
+def _in_process_loader(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verify_mod, "run_cpp_loader", session_loader)
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> RunDir:
+    return RunDir(tmp_path / "run").ensure()
+
+
+def entries(run_dir: RunDir) -> list[str]:
+    return sorted(p.name for p in run_dir.export.iterdir()) if run_dir.export.exists() else []
+
+
+def manifest_of(result: export_mod.ExportResult) -> dict[str, Any]:
+    assert result.manifest is not None
+    return json.loads(result.manifest.read_text())
+
+
+def test_two_exports_get_consecutive_versions_and_leave_no_temp_dirs(run_dir: RunDir) -> None:
+    model = tiny_model()
+    first, second = export(model, run_dir), export(model, run_dir)
+    assert (first.version, second.version) == (1, 2)
+    assert entries(run_dir) == ["1", "2"]
+    assert (run_dir.export / "2" / "saved_model.pb").is_file()
+    assert manifest_of(second)["version"] == 2
+    assert second.verify is not None and second.verify.export_dir == run_dir.export / "2"
+
+
+def test_the_next_version_follows_the_highest_present_not_the_count(run_dir: RunDir) -> None:
+    (run_dir.export / "7").mkdir(parents=True)
+    (run_dir.export / "notes").mkdir()
+    assert export(tiny_model(), run_dir).version == 8
+
+
+def test_an_explicit_version_is_used_and_never_overwritten(run_dir: RunDir) -> None:
+    cfg = PipelineConfig.model_validate({"export": {"version": 5}})
+    assert export(tiny_model(), run_dir, cfg).version == 5
+    with pytest.raises(ModelError, match=r"export/5 already exists"):
+        export(tiny_model(), run_dir, cfg)
+    assert entries(run_dir) == ["5"]
+
+
+def _doc_manifest_example(repo_root: Path) -> dict[str, Any]:
+    doc = (repo_root / "docs" / "run-directory.md").read_text()
+    block = re.search(r"tfship-manifest.json`\n\n```json\n(.*?)\n```", doc, re.S)
+    assert block, "docs/run-directory.md lost its manifest example"
+    return json.loads(block.group(1))
+
+
+def test_the_manifest_has_every_documented_field_and_provenance(
+    run_dir: RunDir, repo_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CI_PIPELINE_ID", "4242")
+    cfg = PipelineConfig.model_validate(
+        {"project": {"model_name": "tiny"}, "export": {"image_digest": "sha256:abc"}}
+    )
+    m = manifest_of(export(tiny_model(), run_dir, cfg))
+    doc = _doc_manifest_example(repo_root)
+    assert set(doc) <= set(m), f"missing: {set(doc) - set(m)}"
+    assert set(doc["golden"]) <= set(m["golden"])
+    assert m["schema"] == "tfship-manifest/1" and m["model_name"] == "tiny"
+    assert m["ci"]["CI_PIPELINE_ID"] == "4242"
+    assert m["image_digest"] == "sha256:abc"
+    assert m["tensorflow"] == tf.__version__ and m["keras"] == keras.__version__
+    assert m["config_sha256"] == cfg.fingerprint()
+    assert m["data_fingerprint"] == "f" * 64
+    assert m["class_names"] == ["a", "b", "c"]
+    assert m["training"] == {"steps": 10, "val_accuracy": 0.9}
+    assert m["signature"] == {
+        "name": "serving_default",
+        "inputs": {"pixels": {"dtype": "float32", "shape": [-1, H, W, C]}},
+        "outputs": {
+            "class_id": {"dtype": "int64", "shape": [-1]},
+            "probabilities": {"dtype": "float32", "shape": [-1, CLASSES]},
+        },
+    }
+    assert set(m["git"]) >= {"commit", "ref"}
+
+
+def test_golden_outputs_are_what_the_model_gives_for_raw_pixels(run_dir: RunDir) -> None:
+    model = tiny_model()
+    golden = manifest_of(export(model, run_dir))["golden"]
+    x = np.asarray(golden["inputs"]["pixels"], dtype=np.float32)
+    np.testing.assert_array_equal(x, pixels(4))
+    probs = keras.ops.convert_to_numpy(keras.ops.softmax(model(x)))
+    np.testing.assert_allclose(golden["outputs"]["probabilities"], probs, atol=1e-6)
+    assert golden["outputs"]["class_id"] == probs.argmax(-1).tolist()
+    assert golden["tolerance"] == 1e-4
+
+
+def test_the_warmup_file_holds_prediction_logs_for_the_model_and_signature(run_dir: RunDir) -> None:
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    result = export(tiny_model(), run_dir)
+    path = result.export_dir / "assets.extra" / "tf_serving_warmup_requests"
+    records = [
+        prediction_log_pb2.PredictionLog.FromString(r)
+        for r in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()
+    ]
+    assert len(records) == result.warmup_records == 5
+    for i, rec in enumerate(records):
+        req = rec.predict_log.request
+        assert req.model_spec.name == "tiny"
+        assert req.model_spec.signature_name == "serving_default"
+        assert list(req.inputs) == ["pixels"]
+        arr = tf.make_ndarray(req.inputs["pixels"])
+        assert arr.dtype == np.float32 and arr.shape == (1, H, W, C)
+        np.testing.assert_array_equal(arr[0], pixels(5, seed=2)[i])
+
+
+def test_no_warmup_samples_means_no_warmup_file(run_dir: RunDir) -> None:
+    result = export_mod.export_savedmodel(
+        tiny_model(),
+        cfg=PipelineConfig(),
+        run_dir=run_dir,
+        class_names=["a", "b", "c"],
+        golden_x=pixels(2),
+        warmup_x=np.zeros((0, H, W, C), np.float32),
+        training_summary={},
+        data_fingerprint="x",
+    )
+    assert result.warmup_records == 0
+    assert not (result.export_dir / "assets.extra" / "tf_serving_warmup_requests").exists()
+
+
+def test_a_model_with_nan_outputs_is_rejected_and_leaves_no_version(run_dir: RunDir) -> None:
+    model = tiny_model()
+    dense = model.layers[-1]
+    dense.kernel.assign(np.full(dense.kernel.shape, np.nan, np.float32))
+    with pytest.raises(ModelError, match=r"output 'probabilities' has 12 NaN/Inf"):
+        export(model, run_dir)
+    assert entries(run_dir) == []
+
+
+def test_a_tampered_golden_output_is_rejected_and_leaves_no_version(
+    run_dir: RunDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = export_mod._manifest
+
+    def tampered(**fields: Any) -> dict[str, Any]:
+        fields["golden"]["outputs"]["probabilities"][0][0] += 0.5
+        return real(**fields)
+
+    monkeypatch.setattr(export_mod, "_manifest", tampered)
+    with pytest.raises(ModelError, match=r"output 'probabilities' differs by 0\.5"):
+        export(tiny_model(), run_dir)
+    assert entries(run_dir) == []
+
+
+def test_verify_export_rejects_an_edited_manifest(run_dir: RunDir, tmp_path: Path) -> None:
+    good = export(tiny_model(), run_dir)
+    copy = tmp_path / "copy"
+    shutil.copytree(good.export_dir, copy)
+    path = copy / "assets.extra" / "tfship-manifest.json"
+    m = json.loads(path.read_text())
+    m["golden"]["outputs"]["class_id"][0] = (m["golden"]["outputs"]["class_id"][0] + 1) % CLASSES
+    path.write_text(json.dumps(m))
+    with pytest.raises(ModelError, match=r"output 'class_id' differs by [12]"):
+        export_mod.verify_export(copy)
+    assert export_mod.verify_export(good.export_dir).golden_requests == 4
+
+
+def test_verify_export_rejects_a_signature_that_differs_from_the_manifest(
+    run_dir: RunDir, tmp_path: Path
+) -> None:
+    good = export(tiny_model(), run_dir)
+    path = good.export_dir / "assets.extra" / "tfship-manifest.json"
+    m = json.loads(path.read_text())
+    m["signature"]["inputs"]["pixels"]["shape"] = [-1, 28, 28, 1]
+    path.write_text(json.dumps(m))
+    with pytest.raises(ModelError, match=r"signature .* differs from the manifest"):
+        export_mod.verify_export(good.export_dir)
+
+
+def test_run_export_skips_on_a_non_chief_worker(
+    run_dir: RunDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}})
+    )
+    result = export_mod.run_export(PipelineConfig(), run_dir)
+    assert result.skipped and "chief" in result.skipped
+    assert result.version is None and not run_dir.export.exists()
+
+
+def test_export_verify_only_cli_prints_the_check_as_json(run_dir: RunDir, capsys: Any) -> None:
+    from tfship.cli import main
+
+    good = export(tiny_model(), run_dir)
+    assert main(["export", "--verify-only", str(good.export_dir), "--output", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["version"] == 1 and out["golden_requests"] == 4 and out["warmup_records"] == 5
+
+
+def test_verify_export_rejects_outputs_of_the_cpp_loader_that_disagree(
+    run_dir: RunDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = export(tiny_model(), run_dir)
+
+    def drifting_loader(
+        export_dir: Path, inputs: dict[str, np.ndarray], *, timeout: float = 0
+    ) -> tuple[dict[str, np.ndarray], float]:
+        outputs, seconds = session_loader(export_dir, inputs)
+        return {**outputs, "probabilities": outputs["probabilities"] + 1e-3}, seconds
+
+    monkeypatch.setattr(verify_mod, "run_cpp_loader", drifting_loader)
+    with pytest.raises(ModelError, match=r"C\+\+ loader .* 'probabilities' differs by 0\.001"):
+        export_mod.verify_export(good.export_dir)
+    assert export_mod.verify_export(good.export_dir, tolerance=0.01).max_abs_diff["cpp"] < 0.01
+
+
+def test_golden_inputs_of_the_wrong_shape_are_a_model_error_not_a_crash(run_dir: RunDir) -> None:
+    with pytest.raises(ModelError, match=r"cannot run on inputs of shape \[2, 4, 4, 1\]"):
+        export_mod.export_savedmodel(
+            tiny_model(),
+            cfg=PipelineConfig(),
+            run_dir=run_dir,
+            class_names=["a", "b", "c"],
+            golden_x=np.zeros((2, 4, 4, 1), np.float32),
+            warmup_x=pixels(1),
+            training_summary={},
+            data_fingerprint="x",
+        )
+    assert entries(run_dir) == []
