@@ -20,12 +20,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import shlex
-import subprocess
-
-import requests
 from tests.integration import serving_exports as se
-from tests.integration.test_deploy import _expected, _free_port, _Hammer
+from tests.integration.test_deploy import _expected, _Hammer
+from tests.tfserving_standin.fixture import model_server_command, start_model_server
 
 from tfship.config import load_config
 from tfship.serving.deploy import run_deploy, run_promote, run_rollback
@@ -38,33 +35,19 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="tfship-bench-"))
     v1 = se.export_good(root, 1, seed=1)
     v2 = se.export_variant(v1, root, 2, seed=2)
-    (root / "boot.config").write_text("model_config_list {}\n")
-    grpc, rest = _free_port(), _free_port()
-    binary = os.environ.get("TFSHIP_MODEL_SERVER") or f"{sys.executable} -m tests.tfserving_standin"
-    proc = subprocess.Popen(
-        [
-            *shlex.split(binary),
-            f"--port={grpc}",
-            f"--rest_api_port={rest}",
-            f"--model_config_file={root / 'boot.config'}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    server = start_model_server(
+        root / "server",
+        model_config_text="model_config_list {}\n",
+        extra_flags=["--file_system_poll_wait_seconds=1"],
     )
-    url = f"http://127.0.0.1:{rest}"
+    url = server.rest_url
     try:
-        for _ in range(600):
-            try:
-                requests.get(f"{url}/v1/models/x", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.2)
         cfg = load_config(
             None,
             overrides=[
                 f"serving.model_repository={root / 'repo'}",
                 f"serving.rest_url={url}",
-                f"serving.grpc_target=127.0.0.1:{grpc}",
+                f"serving.grpc_target={server.grpc_target}",
                 "serving.allow_ungated=true",
                 "serving.poll_interval_seconds=0.1",
             ],
@@ -101,25 +84,26 @@ def main() -> int:
                 o, e, dt = under_load(action)
                 ok, err = ok + o, err + e
                 switch_s.append(dt)
-        print(f"server: {binary}")
+        print(f"server: {' '.join(model_server_command())}")
         print(
             f"first deploy (publish+load+verify+labels): {t_first:.2f} s "
             f"(to AVAILABLE {first.seconds.get('available', 0):.2f} s)"
         )
         print(
             f"canary deploy: {t_second:.2f} s (publish {second.seconds['publish']:.2f} s, "
-            f"to AVAILABLE {second.seconds['available']:.2f} s, verified at {second.seconds['total']:.2f} s)"
+            f"to AVAILABLE {second.seconds['available']:.2f} s, "
+            f"verified at {second.seconds['total']:.2f} s)"
         )
         print(f"baseline (no switch): {base_ok} requests, {base_err} errors")
         rate = 100.0 * ok / max(ok + err, 1)
         print(
-            f"label switches: {len(switch_s)} (deploy/promote/rollback), median {sorted(switch_s)[len(switch_s) // 2]:.2f} s; "
+            f"label switches: {len(switch_s)} (deploy/promote/rollback), "
+            f"median {sorted(switch_s)[len(switch_s) // 2]:.2f} s; "
             f"{ok + err} requests to /labels/stable, {err} errors, success {rate:.2f} %"
         )
         return 0 if err == 0 else 1
     finally:
-        proc.terminate()
-        proc.wait(15)
+        server.stop()
 
 
 if __name__ == "__main__":

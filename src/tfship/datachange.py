@@ -26,7 +26,8 @@ from tfship.fsutil import atomic_write_json
 from tfship.rundir import RunDir
 
 MANIFEST_FILE = "data.manifest.json"
-# A copy of data.manifest.json inside an export, when the export stage writes one.
+# The export stage copies data.manifest.json here (exports made before it did hold only
+# the tfship-manifest.json's data_fingerprint, so those are compared by fingerprint).
 EXPORT_DATA_MANIFEST = Path("assets.extra") / "tfship-data-manifest.json"
 EXPORT_MANIFEST = Path("assets.extra") / "tfship-manifest.json"
 
@@ -38,7 +39,7 @@ class DataSnapshot:
 
 
 def _data_files(dcfg: DataConfig) -> tuple[Path, list[Path]]:
-    from tfship.data import _require_path
+    from tfship.data.loaders import require_path as _require_path
 
     root = _require_path(dcfg)
     if dcfg.source == DataSource.IMAGE_FOLDER:
@@ -59,7 +60,9 @@ def _data_files(dcfg: DataConfig) -> tuple[Path, list[Path]]:
 
 def scan(cfg: PipelineConfig) -> DataSnapshot:
     """Fingerprint and manifest of `cfg.data` as it is now (files hashed, nothing decoded)."""
-    from tfship.data import _load_demo, _manifest, _manifest_bytes
+    from tfship.data.loaders import file_manifest as _manifest
+    from tfship.data.loaders import load_demo as _load_demo
+    from tfship.data.loaders import manifest_bytes as _manifest_bytes
 
     if cfg.data.source == DataSource.DEMO:
         # Built-in data has no files; its fingerprint is the content hash the loader makes.

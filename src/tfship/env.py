@@ -39,6 +39,11 @@ VARIABLES: dict[str, str] = {
     "TFSHIP_MODEL_SERVER": "tensorflow_model_server binary for `validate` and the test suite",
     "TFSHIP_OUTPUT": "default output format of every command: text | json",
     "TFSHIP_RUN_DIR": "run directory; overrides run.runs_dir/run.run_id",
+    "TFSHIP_TEST_MODEL_REPOSITORY": "opt-in real_server tests: a model repository directory "
+    "that the real TF Serving reads",
+    "TFSHIP_TEST_SERVER_MODEL_REPOSITORY": "opt-in real_server tests: that directory as the "
+    "server sees it (e.g. /models in a container); default: the same path",
+    "TFSHIP_TEST_SERVING_GRPC": "opt-in: the real TF Serving's gRPC host:port (real_server tests)",
     "TFSHIP_TEST_SERVING_URL": "opt-in: a real TF Serving REST URL for the real_server tests",
     "TFSHIP_TRIVY": "trivy binary for `tfship scan` (default: `trivy` on PATH or beside python)",
 }

@@ -2,10 +2,12 @@
 
 `export_savedmodel` writes `export/<version>/` with a `serving_default` signature (raw pixels in,
 probabilities and class id out), `assets.extra/tfship-manifest.json` (provenance + golden
-requests) and `assets.extra/tf_serving_warmup_requests`. Everything is written to a non-numeric
-temporary directory and verified there (TF's session-based loader in a fresh process, plus a
-reload in this one); only then is it renamed to its numeric version, because TF Serving loads any
-numeric directory it sees. `verify_export` is the same offline check, for any tfship export.
+requests), `assets.extra/tfship-data-manifest.json` (the data's file list, for `tfship data
+changed --since`) and `assets.extra/tf_serving_warmup_requests`. Everything is written to a
+non-numeric temporary directory and verified there (TF's session-based loader in a fresh
+process, plus a reload in this one); only then is it renamed to its numeric version, because TF
+Serving loads any numeric directory it sees. `verify_export` is the same offline check, for any
+tfship export.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 from tfship import env
 from tfship.config import PipelineConfig
+from tfship.datachange import EXPORT_DATA_MANIFEST, MANIFEST_FILE
 from tfship.errors import DataError, ModelError
 from tfship.fsutil import atomic_write_json, read_json
 from tfship.rundir import RunDir
@@ -78,6 +81,16 @@ class ExportResult:
 
 
 # --- export --------------------------------------------------------------------------------
+
+
+def next_version(export_root: Path, scheme: str) -> int:
+    """The version a new export gets. Never below one more than what the run already holds."""
+    following = max(numeric_versions(export_root), default=0) + 1
+    if scheme == "timestamp":
+        # Every CI run starts from an empty run directory; a sequential number would be "1"
+        # each time and collide with the version published by the previous pipeline.
+        return max(int(time.time()), following)
+    return following
 
 
 def numeric_versions(export_root: Path) -> list[int]:
@@ -167,10 +180,13 @@ def export_savedmodel(
     training_summary: Mapping[str, Any],
     data_fingerprint: str,
     version: int | None = None,
+    data_manifest: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Export `model` (raw pixels in, logits out) for TF Serving under `export/<version>/`.
 
-    `version` defaults to `cfg.export.version`, else one more than the highest version present.
+    `version` defaults to `cfg.export.version`, else `next_version` by `export.version_scheme`.
+    `data_manifest` (a data.manifest.json's content: `fingerprint` and `files`) is copied to
+    `assets.extra/tfship-data-manifest.json`; its fingerprint must be `data_fingerprint`.
     The export is verified (`verify_export`) before it gets its numeric name; on any failure
     nothing numeric is left behind and `ModelError` is raised.
     """
@@ -178,6 +194,12 @@ def export_savedmodel(
     import tensorflow as tf
 
     t0 = time.perf_counter()
+    if data_manifest is not None and data_manifest.get("fingerprint") != data_fingerprint:
+        raise DataError(
+            f"the data manifest is for data fingerprint {data_manifest.get('fingerprint')}; "
+            f"expected the exported model's {data_fingerprint}",
+            hint="pass the manifest of the data the model was trained on",
+        )
     golden_x = _pixels("golden_x", golden_x, 1)
     warmup_x = _pixels("warmup_x", warmup_x, 0)
     if len(warmup_x) > MAX_WARMUP_RECORDS:
@@ -206,7 +228,7 @@ def export_savedmodel(
     root.mkdir(parents=True, exist_ok=True)
     version = version or cfg.export.version
     explicit = version is not None
-    version = version or (max(numeric_versions(root), default=0) + 1)
+    version = version or next_version(root, cfg.export.version_scheme)
     if (root / str(version)).exists():
         raise ModelError(
             f"{root / str(version)} already exists; an exported version is never overwritten",
@@ -254,6 +276,8 @@ def export_savedmodel(
         in_memory = manifest | {"golden": {**manifest["golden"], "outputs": reference}}
         check_golden(in_memory, exported, tol, "the exported signature (vs the model in memory)")
         n_warm = _write_warmup(tmp / WARMUP, warmup_x, cfg.project.model_name)
+        if data_manifest is not None:
+            atomic_write_json(tmp / EXPORT_DATA_MANIFEST, dict(data_manifest))
         atomic_write_json(tmp / MANIFEST, manifest)
         verified = verify_export(tmp, tol)
         _claim(tmp, root / str(version), explicit)
@@ -315,6 +339,30 @@ def _training_summary(train: Mapping[str, Any], restored: Mapping[str, Any]) -> 
     return summary
 
 
+def _data_manifest(cfg: PipelineConfig, run_dir: RunDir, splits: Any) -> dict[str, Any]:
+    """The run's data.manifest.json when it describes `splits`, else one built from them."""
+    path = run_dir.root / MANIFEST_FILE
+    if path.is_file():
+        try:
+            recorded = read_json(path)
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring %s (%s); rebuilding it from the data", path, exc)
+        else:
+            if (
+                isinstance(recorded, dict)
+                and recorded.get("fingerprint") == splits.fingerprint
+                and isinstance(recorded.get("files"), list)
+            ):
+                return recorded
+            log.warning("%s describes other data; rebuilding it from the data", path)
+    return {
+        "fingerprint": splits.fingerprint,
+        "files": [e.__dict__ for e in splits.files],
+        "source": cfg.data.source.value,
+        "path": str(cfg.data.path) if cfg.data.path else None,
+    }
+
+
 def run_export(cfg: PipelineConfig, run_dir: RunDir) -> ExportResult:
     """Export the best checkpoint of this run (chief only under multi-worker training)."""
     from tfship.distribute import is_chief
@@ -355,5 +403,6 @@ def run_export(cfg: PipelineConfig, run_dir: RunDir) -> ExportResult:
         warmup_x=splits.x_val[warm_idx],
         training_summary=_training_summary(read_json(run_dir.train_json), info),
         data_fingerprint=splits.fingerprint,
+        data_manifest=_data_manifest(cfg, run_dir, splits),
     )
     return replace(result, checkpoint={k: v for k, v in info.items() if k != "class_names"})

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import getpass
 import math
+import os
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -154,12 +155,30 @@ def evaluate_checks(
     return checks
 
 
+def _started_by_a_person(environ: Any) -> bool:
+    environ = os.environ if environ is None else environ
+    if not environ.get("CI"):
+        return True  # a local run: the person at the keyboard
+    return (
+        environ.get("CI_JOB_MANUAL") == "true"
+        or environ.get("GITHUB_EVENT_NAME") == "workflow_dispatch"
+    )
+
+
 def _override(reason: str | None, environ: Any) -> tuple[str, str, str] | None:
     """(reason, approver, where the approver came from), or None without an override."""
     if reason is None:
         reason = env.get("TFSHIP_GATE_OVERRIDE_REASON", environ=environ)
         if reason is None:
             return None
+        if not _started_by_a_person(environ):
+            # A variable left in the project's CI settings would pass every failed gate.
+            raise ConfigError(
+                "TFSHIP_GATE_OVERRIDE_REASON is set in a CI job that no person started; "
+                "an override must come from someone who can be named",
+                hint="remove it from the CI/CD variables and run the manual gate-override job "
+                "(ci/gate-override), which records who approved it",
+            )
     if not reason.strip():
         raise ConfigError(
             "--override-reason is empty; an override must say why the failed gate may pass",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tfship.config import PipelineConfig, dump_config
+from tfship.errors import ConfigError
 from tfship.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -94,10 +95,32 @@ STAGES: list[tuple[str, Callable[[PipelineConfig, RunDir], Any]]] = [
 ]
 
 
+def _wipe(run_dir: RunDir) -> None:
+    import shutil
+
+    if not run_dir.root.exists():
+        return
+    # Only ever delete something that is recognisably a run directory: `--fresh --run-dir .`
+    # must not remove a project.
+    if not run_dir.config.is_file():
+        raise ConfigError(
+            f"--fresh: {run_dir.root} does not look like a run directory "
+            f"(no {run_dir.config.name}); refusing to delete it",
+            hint="pass the run directory itself, or delete it by hand",
+        )
+    shutil.rmtree(run_dir.root)
+
+
 def run_pipeline(
-    cfg: PipelineConfig, run_dir: RunDir, *, skip: frozenset[str] = frozenset()
+    cfg: PipelineConfig,
+    run_dir: RunDir,
+    *,
+    skip: frozenset[str] = frozenset(),
+    fresh: bool = False,
 ) -> RunResult:
-    """Run every stage not in `skip`, in order."""
+    """Run every stage not in `skip`, in order; `fresh` deletes the run's earlier outputs."""
+    if fresh:
+        _wipe(run_dir)
     from tfship.distribute import configure_devices
 
     # Logical CPU devices can only be set before TensorFlow initialises, and a stage before

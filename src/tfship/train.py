@@ -13,7 +13,6 @@ import hashlib
 import logging
 import math
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,12 +28,11 @@ from tfship.config import PipelineConfig, dump_config
 from tfship.distribute import cluster_size, configure_devices, is_chief, make_strategy
 from tfship.distribute import strategy_name as _strategy_name
 from tfship.errors import Preempted, TrainingDiverged
-from tfship.fsutil import atomic_write_json, read_json
 from tfship.rundir import RunDir
+from tfship.train_steps import build_steps, distributed_inputs
+from tfship.training_report import Progress, TensorBoardLog, TrainReport
 
 log = logging.getLogger(__name__)
-
-_SUM = tf.distribute.ReduceOp.SUM
 
 
 @dataclass(frozen=True)
@@ -111,61 +109,6 @@ class _SigtermFlag:
         if self._installed:
             previous = self._previous if self._previous is not None else signal.SIG_DFL
             signal.signal(signal.SIGTERM, previous)
-
-
-class _Progress:
-    """tqdm bar on a terminal, periodic log lines otherwise (train.progress)."""
-
-    def __init__(self, mode: str, total: int, initial: int, every: int, enabled: bool) -> None:
-        if not enabled or mode == "none":
-            self.kind = "none"
-        elif mode == "bar" or (mode == "auto" and sys.stderr.isatty()):
-            self.kind = "bar"
-        else:
-            self.kind = "log"
-        self.total, self.every = total, every
-        self._t0, self._s0 = time.perf_counter(), initial
-        self._bar = None
-        if self.kind == "bar":
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, initial=initial, unit="step", file=sys.stderr)
-
-    def update(self, step: int, epoch: int, loss: float, acc: float) -> None:
-        if self._bar is not None:
-            self._bar.update(1)
-            if step % self.every == 0:
-                self._bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", acc=f"{acc:.3f}")
-        elif self.kind == "log" and (step % self.every == 0 or step == self.total):
-            rate = (step - self._s0) / max(time.perf_counter() - self._t0, 1e-9)
-            log.info(
-                "step %d/%d epoch %d loss %.4f accuracy %.4f (%.1f steps/s)",
-                step,
-                self.total,
-                epoch,
-                loss,
-                acc,
-                rate,
-            )
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
-def _scalar_metadata() -> Any:
-    from tensorflow.core.framework import summary_pb2
-
-    return summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
-        data_class=summary_pb2.DATA_CLASS_SCALAR,
-    )
-
-
-def _scalar(name: str, value: float) -> None:
-    # tf.summary.scalar needs the tensorboard package at write time; this writes the same
-    # scalar event (the "scalars" plugin's format) without it, so TensorBoard reads it as usual.
-    tf.summary.write(name, tf.constant(value, tf.float32), metadata=_scalar_metadata())
 
 
 def weights_digest(model: keras.Model) -> str:
@@ -256,96 +199,35 @@ def run_train(cfg: PipelineConfig, run_dir: RunDir, *, splits: Any = None) -> Tr
         run_dir.ensure()
         dump_config(cfg, run_dir.config)
 
-    from tfship.data import make_dataset
-
-    def train_input(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-        return make_dataset(
-            splits.x_train,
-            splits.y_train,
-            global_batch_size=global_batch,
-            shuffle=True,
-            # A resumed run continues with a fresh order rather than replaying epoch 1's.
-            seed=cfg.run.seed + start_step,
-            cache=cfg.data.cache,
-            shuffle_buffer=cfg.data.shuffle_buffer,
-            input_context=ctx,
-            repeat=True,
-            drop_remainder=True,
-        )
-
-    def val_input(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
-        return make_dataset(
-            splits.x_val,
-            splits.y_val,
-            global_batch_size=global_batch,
-            shuffle=False,
-            seed=cfg.run.seed,
-            cache=cfg.data.cache,
-            input_context=ctx,
-        )
-
-    train_data = strategy.distribute_datasets_from_function(train_input)
-    val_data = strategy.distribute_datasets_from_function(val_input)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
-
-    def _correct(y: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-        pred = tf.argmax(logits, axis=-1, output_type=tf.int64)
-        return tf.reduce_sum(tf.cast(tf.equal(pred, tf.cast(y, tf.int64)), tf.float32))
-
-    @tf.function
-    def train_step(iterator: Any, flags: tf.Tensor) -> tf.Tensor:
-        """One global batch. Returns [loss, correct predictions, *flags], summed over replicas
-        in one all-reduce (host flags ride along, see the module docstring)."""
-
-        def replica_step(x: tf.Tensor, y: tf.Tensor, flags: tf.Tensor) -> Any:
-            with tf.GradientTape() as tape:
-                logits = model(x, training=True)
-                loss = tf.nn.compute_average_loss(
-                    loss_fn(y, logits), global_batch_size=global_batch
-                )
-                if model.losses:
-                    loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
-            grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-            return tf.concat([tf.stack([loss, _correct(y, logits)]), flags], axis=0)
-
-        x, y = next(iterator)
-        per_replica = strategy.run(replica_step, args=(x, y, flags))
-        step_var.assign_add(1)
-        return strategy.reduce(_SUM, per_replica, axis=None)
-
-    @tf.function
-    def evaluate(dataset: Any) -> tf.Tensor:
-        def replica_eval(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-            logits = model(x, training=False)
-            return tf.stack(
-                [
-                    tf.reduce_sum(loss_fn(y, logits)),
-                    _correct(y, logits),
-                    tf.cast(tf.shape(y)[0], tf.float32),
-                ]
-            )
-
-        totals = tf.zeros([3])
-        for x, y in dataset:
-            totals += strategy.reduce(_SUM, strategy.run(replica_eval, args=(x, y)), axis=None)
-        return totals
-
-    tb_train = tb_val = None
-    if chief:
-        tb_train = tf.summary.create_file_writer(str(run_dir.tensorboard / "train"))
-        tb_val = tf.summary.create_file_writer(str(run_dir.tensorboard / "validation"))
-
-    history: list[dict[str, Any]] = []
-    if chief and resumed_from is not None and run_dir.train_json.is_file():
-        done = start_step // steps_per_epoch
-        history = [
-            h for h in read_json(run_dir.train_json).get("history", []) if h["epoch"] <= done
-        ]
+    train_data, val_data = distributed_inputs(
+        strategy, cfg, splits, global_batch=global_batch, start_step=start_step
+    )
+    train_step, evaluate = build_steps(
+        strategy, model, optimizer, step_var, global_batch=global_batch
+    )
+    board = TensorBoardLog(run_dir.tensorboard, enabled=chief)
+    report = TrainReport(
+        run_dir.train_json,
+        enabled=chief,
+        strategy=_strategy_name(strategy),
+        replicas=replicas,
+        workers=max(cluster_size(), 1),
+        per_replica_batch_size=tcfg.per_replica_batch_size,
+        global_batch_size=global_batch,
+        learning_rate=lr,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        epochs=tcfg.epochs,
+        best_metric=cfg.checkpoint.best_metric,
+        resumed_from_step=resumed_from,
+        resumed_optimizer_iterations=resumed_iters,
+        t_start=t_start,
+    )
+    if resumed_from is not None:
+        report.keep_history_until(start_step)
+    history = report.history
 
     step = start_step
-    train_seconds = eval_seconds = 0.0
-    steps_run = 0
     last_metrics: dict[str, float] = {
         k: v for k, v in (history[-1] if history else {}).items() if k in METRICS
     }
@@ -353,57 +235,20 @@ def run_train(cfg: PipelineConfig, run_dir: RunDir, *, splits: Any = None) -> Tr
     epoch_steps = 0
     epoch_t0 = time.perf_counter()
     epoch_step_seconds = 0.0
-    status = "running"
     sample_size = global_batch
 
     def write_train_json() -> None:
-        if not chief:
-            return
-        atomic_write_json(
-            run_dir.train_json,
-            {
-                "status": status,
-                "strategy": _strategy_name(strategy),
-                "replicas": replicas,
-                "workers": max(cluster_size(), 1),
-                "per_replica_batch_size": tcfg.per_replica_batch_size,
-                "global_batch_size": global_batch,
-                "learning_rate": lr,
-                "steps": step,
-                "total_steps": total_steps,
-                "steps_per_epoch": steps_per_epoch,
-                "epochs": tcfg.epochs,
-                "epochs_completed": len(history),
-                "steps_per_second": steps_run / train_seconds if train_seconds else 0.0,
-                "resumed_from_step": resumed_from,
-                "resumed_optimizer_iterations": resumed_iters,
-                "optimizer_iterations": int(optimizer.iterations.numpy()),
-                "best": {
-                    "step": keeper.best_step,
-                    "metric": cfg.checkpoint.best_metric,
-                    "value": keeper.best_value,
-                },
-                "checkpoints": {
-                    "saves": keeper.saves,
-                    "seconds": keeper.save_seconds,  # what the loop waited for
-                    "write_seconds": keeper.write_seconds,
-                },
-                "wall_seconds": {
-                    "total": time.perf_counter() - t_start,
-                    "training": train_seconds,
-                    "evaluation": eval_seconds,
-                },
-                "history": history,
-            },
+        report.write(
+            step=step, optimizer_iterations=int(optimizer.iterations.numpy()), keeper=keeper
         )
 
     def end_epoch() -> None:
-        nonlocal epoch_loss, epoch_correct, epoch_steps, eval_seconds, epoch_t0, last_metrics
+        nonlocal epoch_loss, epoch_correct, epoch_steps, epoch_t0, last_metrics
         nonlocal epoch_step_seconds
         t0 = time.perf_counter()
         loss_sum, correct, count = (float(v) for v in evaluate(val_data).numpy())
         epoch_eval_seconds = time.perf_counter() - t0
-        eval_seconds += epoch_eval_seconds
+        report.eval_seconds += epoch_eval_seconds
         metrics = {
             "loss": epoch_loss / max(epoch_steps, 1),
             "accuracy": epoch_correct / max(epoch_steps * sample_size, 1),
@@ -423,13 +268,7 @@ def run_train(cfg: PipelineConfig, run_dir: RunDir, *, splits: Any = None) -> Tr
             }
         )
         last_metrics = metrics
-        if tb_train is not None and tb_val is not None:
-            with tb_train.as_default(step=step):
-                _scalar("epoch_loss", metrics["loss"])
-                _scalar("epoch_accuracy", metrics["accuracy"])
-            with tb_val.as_default(step=step):
-                _scalar("epoch_loss", metrics["val_loss"])
-                _scalar("epoch_accuracy", metrics["val_accuracy"])
+        board.epoch(step, metrics)
         if _all_finite(model):
             keeper.save_best_if_better(step, metrics)
             backup.sync()
@@ -448,8 +287,7 @@ def run_train(cfg: PipelineConfig, run_dir: RunDir, *, splits: Any = None) -> Tr
         epoch_step_seconds = 0.0
 
     def diverged(what: str) -> TrainingDiverged:
-        nonlocal status
-        status = "diverged"
+        report.status = "diverged"
         write_train_json()
         last = keeper.latest_saved_step()
         kept = f"the last good checkpoint (step {last}) is kept" if last else "no checkpoint yet"
@@ -459,7 +297,7 @@ def run_train(cfg: PipelineConfig, run_dir: RunDir, *, splits: Any = None) -> Tr
             "or use a smaller model; a rerun resumes from the last good checkpoint",
         )
 
-    progress = _Progress(tcfg.progress, total_steps, start_step, tcfg.log_every_steps, chief)
+    progress = Progress(tcfg.progress, total_steps, start_step, tcfg.log_every_steps, chief)
     iterator = iter(train_data)
     try:
         with _SigtermFlag() as sigterm:
@@ -468,10 +306,10 @@ def run_train(cfg: PipelineConfig, run_dir: RunDir, *, splits: Any = None) -> Tr
                 flags = tf.constant([float(sigterm.raised), float(keeper.seconds_due())])
                 loss, correct, stop_flag, time_flag = train_step(iterator, flags).numpy().tolist()
                 stop, time_due = stop_flag > 0, time_flag > 0
-                train_seconds += time.perf_counter() - t0
+                report.train_seconds += time.perf_counter() - t0
                 epoch_step_seconds += time.perf_counter() - t0
                 step += 1
-                steps_run += 1
+                report.steps_run += 1
                 if not math.isfinite(loss):
                     raise diverged(f"the loss is {loss}")
                 epoch_loss += loss
@@ -484,16 +322,15 @@ def run_train(cfg: PipelineConfig, run_dir: RunDir, *, splits: Any = None) -> Tr
                     epoch_loss / epoch_steps,
                     epoch_correct / (epoch_steps * sample_size),
                 )
-                if tb_train is not None and step % tcfg.log_every_steps == 0:
-                    with tb_train.as_default(step=step):
-                        _scalar("loss", loss)
+                if step % tcfg.log_every_steps == 0:
+                    board.step_loss(step, loss)
                 if stop or time_due or keeper.steps_due(step):
                     if not _all_finite(model):
                         raise diverged("the weights hold NaN/Inf values")
                     keeper.save(step, block=stop)  # a preempted run waits for its checkpoint
                     backup.sync()  # hands the generation to the uploader thread; never blocks
                 if stop:
-                    status = "preempted"
+                    report.status = "preempted"
                     backup.close(preempted=True)  # bounded by backup.preempt_timeout_seconds
                     write_train_json()
                     raise Preempted(
@@ -504,12 +341,10 @@ def run_train(cfg: PipelineConfig, run_dir: RunDir, *, splits: Any = None) -> Tr
                     end_epoch()
     finally:
         progress.close()
-        for writer in (tb_train, tb_val):
-            if writer is not None:
-                writer.flush()
+        board.flush()
         keeper.close()
 
-    if steps_run == 0:
+    if report.steps_run == 0:
         # Relaunched after the run had finished: report the restored model's validation
         # metrics (every worker evaluates, so the collectives stay matched).
         loss_sum, correct, count = (float(v) for v in evaluate(val_data).numpy())
@@ -522,20 +357,20 @@ def run_train(cfg: PipelineConfig, run_dir: RunDir, *, splits: Any = None) -> Tr
         if not _all_finite(model):
             raise diverged("the weights hold NaN/Inf values")
         keeper.save(step)
-    status = "completed"
+    report.status = "completed"
     write_train_json()
     keeper.close()
     backup.close()
     return TrainResult(
         run_dir=str(run_dir.root),
-        strategy=_strategy_name(strategy),
+        strategy=report.strategy,
         replicas=replicas,
-        workers=max(cluster_size(), 1),
+        workers=report.workers,
         global_batch_size=global_batch,
         steps=step,
         total_steps=total_steps,
         epochs_completed=len(history),
-        steps_per_second=steps_run / train_seconds if train_seconds else 0.0,
+        steps_per_second=report.steps_per_second,
         resumed_from_step=resumed_from,
         resumed_optimizer_iterations=resumed_iters,
         optimizer_iterations=int(optimizer.iterations.numpy()),

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from tfship.fsutil import atomic_write_json
 from tfship.result import to_jsonable
 from tfship.rundir import RunDir
 from tfship.serving import golden
-from tfship.serving.client import ServingClient
+from tfship.serving.client import ServerAnswered, ServingClient
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class ValidationResult:
     golden: golden.GoldenCheck | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
     offline_check: Any = None
-    note: str = ""
+    note: str = ""  # how this was checked; on failure, why it failed
 
     def render_text(self) -> str:
         lines = [
@@ -96,27 +96,51 @@ def _docker_client() -> Any:
         return None
 
 
+@dataclass(frozen=True)
+class _Launched:
+    """A model server this stage started: where it listens, and how to tell it died."""
+
+    rest_url: str
+    grpc_target: str
+    description: str
+    exited: Callable[[], int | None]  # exit code once it stopped, else None
+    logs: Callable[[], str]
+
+
+# A broken export should fail validation at once, not after TF Serving's 5 x 60 s load retries.
+_SERVER_FLAGS = ("--max_num_load_retries=0",)
+
+
 @contextlib.contextmanager
-def _docker_server(client: Any, base: Path, model: str) -> Iterator[tuple[str, str, str]]:
+def _docker_server(client: Any, export_dir: Path, model: str, version: int) -> Iterator[_Launched]:
     try:
         client.images.get(TF_SERVING_IMAGE)
     except Exception:
         client.images.pull(TF_SERVING_IMAGE)
+    # The export itself is mounted as the one version (the image serves /models/$MODEL_NAME).
     container = client.containers.run(
         TF_SERVING_IMAGE,
+        command=list(_SERVER_FLAGS),
         detach=True,
         environment={"MODEL_NAME": model},
         ports={"8500/tcp": ("127.0.0.1", None), "8501/tcp": ("127.0.0.1", None)},
-        volumes={str(base / model): {"bind": f"/models/{model}", "mode": "ro"}},
+        volumes={str(export_dir.resolve()): {"bind": f"/models/{model}/{version}", "mode": "ro"}},
     )
+
+    def exited() -> int | None:
+        container.reload()
+        return None if container.status in ("created", "running") else 1
+
     try:
         container.reload()
         ports = container.attrs["NetworkSettings"]["Ports"]
         rest, grpc = ports["8501/tcp"][0]["HostPort"], ports["8500/tcp"][0]["HostPort"]
-        yield (
+        yield _Launched(
             f"http://127.0.0.1:{rest}",
             f"127.0.0.1:{grpc}",
             f"{TF_SERVING_IMAGE} ({container.short_id})",
+            exited,
+            lambda: container.logs(tail=50).decode(errors="replace"),
         )
     finally:
         with contextlib.suppress(Exception):
@@ -124,40 +148,49 @@ def _docker_server(client: Any, base: Path, model: str) -> Iterator[tuple[str, s
 
 
 @contextlib.contextmanager
-def _binary_server(command: str, base: Path, model: str) -> Iterator[tuple[str, str, str]]:
-    rest, grpc = _free_port(), _free_port()
-    argv = [
-        *shlex.split(command),
-        f"--port={grpc}",
-        f"--rest_api_port={rest}",
-        f"--model_name={model}",
-        f"--model_base_path={base / model}",
-        "--file_system_poll_wait_seconds=1",
-    ]
-    logfile = tempfile.NamedTemporaryFile(
-        prefix="tfship-model-server-", suffix=".log", delete=False
-    )
-    try:
-        proc = subprocess.Popen(argv, stdout=logfile, stderr=subprocess.STDOUT)
-    except OSError as exc:
-        raise InfraError(
-            f"cannot start TFSHIP_MODEL_SERVER ({command}): {exc}",
-            hint="set TFSHIP_MODEL_SERVER to a tensorflow_model_server binary",
-        ) from exc
-    try:
-        yield (
-            f"http://127.0.0.1:{rest}",
-            f"127.0.0.1:{grpc}",
-            f"{argv[0]} (pid {proc.pid}, log {logfile.name})",
-        )
-    finally:
-        proc.terminate()
+def _binary_server(command: str, export_dir: Path, model: str, version: int) -> Iterator[_Launched]:
+    """`command` (TFSHIP_MODEL_SERVER) is a path or a shell-quoted command line; flags appended."""
+    with tempfile.TemporaryDirectory(prefix="tfship-validate-") as tmp:
+        base = Path(tmp) / model
+        base.mkdir()
+        (base / str(version)).symlink_to(export_dir.resolve(), target_is_directory=True)
+        rest, grpc = _free_port(), _free_port()
+        argv = [
+            *shlex.split(command),
+            f"--port={grpc}",
+            f"--rest_api_port={rest}",
+            f"--model_name={model}",
+            f"--model_base_path={base}",
+            "--file_system_poll_wait_seconds=1",
+            *_SERVER_FLAGS,
+        ]
+        logfile = Path(tmp) / "model-server.log"
+        with logfile.open("wb") as out:
+            try:
+                proc = subprocess.Popen(
+                    argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                )
+            except OSError as exc:
+                raise InfraError(
+                    f"cannot start TFSHIP_MODEL_SERVER ({command}): {exc}",
+                    hint="set TFSHIP_MODEL_SERVER to a tensorflow_model_server binary "
+                    "(a path, or a command line)",
+                ) from exc
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        logfile.close()
+            yield _Launched(
+                f"http://127.0.0.1:{rest}",
+                f"127.0.0.1:{grpc}",
+                f"{argv[0]} (pid {proc.pid})",
+                proc.poll,
+                lambda: logfile.read_text(errors="replace")[-4000:],
+            )
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def _replay_warmup(client: ServingClient, export_dir: Path, version: int) -> int:
@@ -183,14 +216,22 @@ def _exercise(
     version: int,
     t_start: float,
 ) -> dict[str, Any]:
-    client.wait_available(
-        [version],
-        deadline=cfg.serving.load_deadline_seconds,
-        poll=min(cfg.serving.poll_interval_seconds, 0.2),
-    )
-    cold = time.monotonic() - t_start
-    warm = _replay_warmup(client, export_dir, version)
-    outputs = client.predict(golden.golden_inputs(manifest), version=version)
+    try:
+        client.wait_available(
+            [version],
+            deadline=cfg.serving.load_deadline_seconds,
+            poll=min(cfg.serving.poll_interval_seconds, 0.2),
+        )
+        cold = time.monotonic() - t_start
+        warm = _replay_warmup(client, export_dir, version)
+        outputs = client.predict(golden.golden_inputs(manifest), version=version)
+    except ServerAnswered as exc:
+        # The server is up and answered: it cannot load or run this export.
+        raise ModelError(
+            f"{client.model} v{version} was refused by the model server: {exc.message}",
+            hint="the export does not load or does not take its own golden requests; "
+            "re-export it (`tfship export`) and check `saved_model_cli show --all`",
+        ) from exc
     check = golden.compare(manifest, outputs, cfg.serving.tolerance)
     one = {k: v[:1] for k, v in golden.golden_inputs(manifest).items()}
     times = []
@@ -211,18 +252,8 @@ def _exercise(
     }
 
 
-def run_validate(
-    cfg: PipelineConfig, run_dir: RunDir, *, launcher: str = "auto", server_url: str | None = None
-) -> ValidationResult:
-    """Check the run's export in a model server (or offline); write `validation.json`.
-
-    Raises ModelError (exit 6) when the served answers disagree with the golden outputs.
-    """
-    export_dir = golden.latest_export(run_dir.export)
-    manifest = golden.read_manifest(export_dir)
-    model, version = cfg.project.model_name, int(manifest["version"])
-    binary = env.get("TFSHIP_MODEL_SERVER")
-    url = server_url or cfg.serving.rest_url
+def _choose(launcher: str, binary: str | None, url: str | None) -> tuple[str, Any]:
+    """The launcher to use (resolving `auto`) and the Docker client when it is `docker`."""
     docker_client = _docker_client() if launcher in ("auto", "docker") else None
     if launcher == "auto":
         launcher = (
@@ -238,67 +269,40 @@ def run_validate(
             f"--launcher {launcher}: {missing}",
             hint="use --launcher auto to take whatever is available",
         )
+    return launcher, docker_client
 
-    fields: dict[str, Any]
-    if launcher == "offline":
-        from tfship.export import verify_export
 
-        check = verify_export(export_dir, cfg.serving.tolerance)
-        fields = {
-            "mode": "offline",
-            "server": "none",
-            "offline_check": check,
-            "note": "no model server available (no Docker engine, TFSHIP_MODEL_SERVER or "
-            "server URL): ran the offline C++ loader check and golden replay only",
-        }
-    elif launcher == "url":
-        assert url is not None
-        client = ServingClient(
-            model,
-            rest_url=url,
-            grpc_target=cfg.serving.grpc_target,
-            timeout=cfg.serving.request_timeout_seconds,
-            retries=cfg.serving.connect_retries,
+def run_validate(
+    cfg: PipelineConfig, run_dir: RunDir, *, launcher: str = "auto", server_url: str | None = None
+) -> ValidationResult:
+    """Check the run's export in a model server (or offline); write `validation.json`.
+
+    `launcher`: auto | docker | binary | url | offline (see the module docstring). Raises
+    ModelError (exit 6) when the export does not load or answers the golden requests wrongly,
+    InfraError (exit 8) when no server could be started or reached; `validation.json` then
+    says `failed` / `error` and why.
+    """
+    export_dir = golden.latest_export(run_dir.export)
+    manifest = golden.read_manifest(export_dir)
+    model, version = cfg.project.model_name, int(manifest["version"])
+    binary = env.get("TFSHIP_MODEL_SERVER")
+    url = server_url or cfg.serving.rest_url
+    mode, docker_client = _choose(launcher, binary, url)
+    server = {"docker": TF_SERVING_IMAGE, "binary": binary, "url": url}.get(mode) or "none"
+    try:
+        fields = _validate_with(
+            mode, cfg, export_dir, manifest, model, version, docker_client, binary, url
         )
-        fields = {
-            "mode": "url",
-            "server": url,
-            **_exercise(cfg, client, export_dir, manifest, version, time.monotonic()),
-            "note": "existing server: cold start is the time to see the version AVAILABLE",
-        }
-        client.close()
-    else:
-        with tempfile.TemporaryDirectory(prefix="tfship-validate-") as tmp:
-            base = Path(tmp)
-            (base / model).mkdir()
-            (base / model / str(version)).symlink_to(export_dir.resolve(), target_is_directory=True)
-            t0 = time.monotonic()
-            ctx = (
-                _docker_server(docker_client, base, model)
-                if launcher == "docker"
-                else _binary_server(str(binary), base, model)
-            )
-            with ctx as (rest, grpc_target, desc):
-                client = ServingClient(
-                    model,
-                    rest_url=rest,
-                    grpc_target=grpc_target,
-                    timeout=cfg.serving.request_timeout_seconds,
-                    retries=cfg.serving.connect_retries,
-                )
-                try:
-                    # A fresh server refuses connections until it listens: ride that out.
-                    _wait_listening(client, cfg.serving.load_deadline_seconds)
-                    fields = {
-                        "mode": launcher,
-                        "server": desc,
-                        **_exercise(cfg, client, export_dir, manifest, version, t0),
-                    }
-                finally:
-                    client.close()
+    except (ModelError, InfraError) as exc:
+        status = "failed" if isinstance(exc, ModelError) else "error"
+        failed = ValidationResult(mode, server, model, version, status, note=str(exc)[:4000])
+        atomic_write_json(run_dir.ensure().validation_json, to_jsonable(failed))
+        raise
     check = fields.get("golden")
     status = "failed" if check is not None and not check.ok else "passed"
-    result = ValidationResult(model=model, version=version, status=status, **fields)
+    result = ValidationResult(
+        model=model, version=version, status=status, **{"server": server, **fields}
+    )
     atomic_write_json(run_dir.ensure().validation_json, to_jsonable(result))
     if status == "failed":
         raise ModelError(
@@ -309,13 +313,111 @@ def run_validate(
     return result
 
 
-def _wait_listening(client: ServingClient, deadline: float) -> None:
-    t0 = time.monotonic()
-    while True:
+def _validate_with(
+    mode: str,
+    cfg: PipelineConfig,
+    export_dir: Path,
+    manifest: dict[str, Any],
+    model: str,
+    version: int,
+    docker_client: Any,
+    binary: str | None,
+    url: str | None,
+) -> dict[str, Any]:
+    s = cfg.serving
+    if mode == "offline":
+        from tfship.verify import verify_export
+
+        return {
+            "mode": "offline",
+            "offline_check": verify_export(export_dir, s.tolerance),
+            "note": "no model server available (no Docker engine, TFSHIP_MODEL_SERVER or "
+            "server URL): ran the offline C++ loader check and golden replay only",
+        }
+    if mode == "url":
+        assert url is not None
+        client = ServingClient(
+            model,
+            rest_url=url,
+            grpc_target=s.grpc_target,
+            timeout=s.request_timeout_seconds,
+            retries=s.connect_retries,
+            backoff=s.retry_backoff_seconds,
+        )
         try:
-            client.status()
-            return
-        except InfraError:
-            if time.monotonic() - t0 > deadline:
-                raise
-            time.sleep(0.2)
+            return {
+                "mode": "url",
+                **_exercise(cfg, client, export_dir, manifest, version, time.monotonic()),
+                "note": "existing server: cold start is the time to see the version AVAILABLE",
+            }
+        finally:
+            client.close()
+    t0 = time.monotonic()
+    ctx = (
+        _docker_server(docker_client, export_dir, model, version)
+        if mode == "docker"
+        else _binary_server(str(binary), export_dir, model, version)
+    )
+    with ctx as launched:
+        _wait_listening(launched, model, s.load_deadline_seconds)
+        client = ServingClient(
+            model,
+            rest_url=launched.rest_url,
+            grpc_target=launched.grpc_target,
+            timeout=s.request_timeout_seconds,
+            retries=s.connect_retries,
+            backoff=s.retry_backoff_seconds,
+        )
+        try:
+            return {
+                "mode": mode,
+                "server": launched.description,
+                **_exercise(cfg, client, export_dir, manifest, version, t0),
+            }
+        finally:
+            client.close()
+
+
+def _wait_listening(launched: _Launched, model: str, deadline: float) -> None:
+    """Poll REST until the server answers; a server that exits first is diagnosed from its log.
+
+    TF Serving opens its ports only after the initial models loaded, and exits with
+    `Failed to start server. Error: ...` when one cannot be loaded.
+    """
+    probe = ServingClient(model, rest_url=launched.rest_url, timeout=2.0, retries=0)
+    t0 = time.monotonic()
+    try:
+        while True:
+            code = launched.exited()
+            if code is not None:
+                logs = launched.logs()
+                failed_load = "Failed to start server" in logs and not any(
+                    s in logs for s in ("BuildAndStart", "HTTP Server", "Address already in use")
+                )
+                tail = f"(exit code {code}); log tail:\n{logs[-2000:]}"
+                if failed_load:
+                    raise ModelError(
+                        f"the model server {launched.description} could not load the export "
+                        + tail,
+                        hint="fix the export (re-run `tfship export`)",
+                    )
+                raise InfraError(
+                    f"the model server {launched.description} exited before it was ready " + tail,
+                    hint="check TFSHIP_MODEL_SERVER / the Docker engine and the log above",
+                )
+            try:
+                probe.status()
+                return
+            except ServerAnswered:
+                return  # any HTTP answer means it is serving
+            except InfraError:
+                if time.monotonic() - t0 > deadline:
+                    raise InfraError(
+                        f"the model server {launched.description} did not answer on "
+                        f"{launched.rest_url} within {deadline:.0f}s; log tail:\n"
+                        f"{launched.logs()[-2000:]}",
+                        hint="raise serving.load_deadline_seconds for big models",
+                    ) from None
+                time.sleep(0.2)
+    finally:
+        probe.close()

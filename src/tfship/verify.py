@@ -9,6 +9,7 @@ the export needs no Python code from the process that wrote it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from tfship.datachange import EXPORT_DATA_MANIFEST
 from tfship.errors import ModelError
 from tfship.serving.golden import MANIFEST, WARMUP, compare, golden_inputs, read_manifest
 
@@ -45,6 +47,7 @@ class VerifyResult:
     max_abs_diff: dict[str, float]  # loader ("cpp", "python") -> worst difference over outputs
     warmup_records: int
     cpp_loader_seconds: float
+    data_manifest_files: int | None = None  # None: no assets.extra/tfship-data-manifest.json
 
     def render_text(self) -> str:
         diffs = ", ".join(f"{k} {v:.2g}" for k, v in self.max_abs_diff.items())
@@ -150,6 +153,33 @@ def run_cpp_loader(
     return outputs, seconds
 
 
+def check_data_manifest(export_dir: Path, manifest: Mapping[str, Any]) -> int | None:
+    """Files listed in the export's data manifest (None when it has none, as older exports).
+
+    The data manifest only feeds `tfship data changed`; no loader reads it. It must still be
+    the one for the data the model was trained on, or a later diff would be against other data.
+    """
+    path = export_dir / EXPORT_DATA_MANIFEST
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(
+            f"{path} is not readable JSON ({exc})", hint="re-export (never edit an export)"
+        ) from exc
+    files = data.get("files") if isinstance(data, dict) else None
+    fingerprint = data.get("fingerprint") if isinstance(data, dict) else None
+    if not isinstance(files, list) or fingerprint != manifest.get("data_fingerprint"):
+        raise ModelError(
+            f"{path} does not match {export_dir / MANIFEST}: data fingerprint {fingerprint} "
+            f"with {'a' if isinstance(files, list) else 'no'} file list; expected fingerprint "
+            f"{manifest.get('data_fingerprint')} and a file list",
+            hint="re-export (never edit an export)",
+        )
+    return len(files)
+
+
 def _python_replay(export_dir: Path, manifest: Mapping[str, Any], tol: float) -> tuple[float, int]:
     """Reload with tf.saved_model.load, replay the golden requests and run the warmup records."""
     import tensorflow as tf
@@ -228,6 +258,7 @@ def verify_export(
         {k: np.asarray(v, dtype=np.float64) for k, v in manifest["golden"]["outputs"].items()},
         f"{export_dir / MANIFEST} golden",
     )
+    data_files = check_data_manifest(export_dir, manifest)
     py_diff, warmup = _python_replay(export_dir, manifest, tol)
     outputs, seconds = run_cpp_loader(export_dir, golden_inputs(manifest), timeout=timeout)
     cpp_diff = check_golden(manifest, outputs, tol, "TF's C++ loader (saved_model_cli)")
@@ -241,4 +272,5 @@ def verify_export(
         {"python": py_diff, "cpp": cpp_diff},
         warmup,
         seconds,
+        data_files,
     )

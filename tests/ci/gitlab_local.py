@@ -21,7 +21,8 @@ DISABLE_SWITCHES = (
     "LINT_DISABLED", "UNIT_TESTS_DISABLED", "CONFIG_SCAN_DISABLED", "SMOKE_TRAIN_DISABLED",
     "VALIDATE_DISABLED", "REPORT_DISABLED", "BUILD_IMAGE_DISABLED", "SCAN_IMAGE_DISABLED",
     "TRAIN_DISABLED", "EVALUATE_DISABLED", "DEPLOY_STAGING_DISABLED",
-    "DEPLOY_PRODUCTION_DISABLED", "ROLLBACK_DISABLED",
+    "DEPLOY_PRODUCTION_DISABLED", "ROLLBACK_DISABLED", "DATA_CHECK_DISABLED",
+    "GATE_OVERRIDE_DISABLED",
 )  # fmt: skip
 
 
@@ -82,9 +83,9 @@ def run(
     )
 
 
-def list_jobs(sandbox: Path, **kwargs: object) -> dict[str, Job]:
-    """The jobs a pipeline would contain (when != never), by name."""
-    proc = run(sandbox, ["--list-json", "--no-json-schema-validation"], **kwargs)  # type: ignore[arg-type]
+def list_jobs(sandbox: Path, args: Iterable[str] = (), **kwargs: object) -> dict[str, Job]:
+    """The jobs a pipeline would contain (when != never), by name; `args` e.g. `--file`."""
+    proc = run(sandbox, ["--list-json", "--no-json-schema-validation", *args], **kwargs)  # type: ignore[arg-type]
     if proc.returncode != 0:
         raise AssertionError(
             f"gitlab-ci-local --list-json failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

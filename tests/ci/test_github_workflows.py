@@ -39,20 +39,92 @@ def runs_for(doc: dict, event: str, branch: str | None) -> bool:
     return True
 
 
-def job_runs(job: dict, event: str) -> bool:
-    # The only event-dependent `if:` in our callers; anything else must not mention the event.
-    condition = str(job.get("if", ""))
-    if "github.event_name == 'pull_request'" in condition:
-        return event == "pull_request"
-    return True
+_TOKEN = re.compile(
+    r"\s*(?:(?P<str>'[^']*')|(?P<op>==|!=|&&|\|\||!|\(|\)|,)"
+    r"|(?P<num>\d+)|(?P<name>[A-Za-z_][\w.-]*))"
+)
 
 
-def expand(path: Path, event: str, prefix: str = "") -> dict[str, dict]:
+def evaluate(expression: str, context: dict[str, object]) -> object:
+    """A GitHub Actions `if:` expression, for the subset our callers use.
+
+    Literals, `==`/`!=`/`&&`/`||`/`!`, parentheses, dotted context names (missing = ''), and
+    the status functions cancelled()/failure() (False: nothing failed in these tables) and
+    always(). Anything else raises, so a new construct cannot be silently mis-evaluated.
+    """
+    source = expression.strip()
+    if source.startswith("${{") and source.endswith("}}"):
+        source = source[3:-2]
+    out: list[str] = []
+    pos = 0
+    while pos < len(source.rstrip()):
+        m = _TOKEN.match(source, pos)
+        if not m:
+            raise ValueError(f"cannot evaluate {expression!r} at {source[pos:]!r}")
+        pos = m.end()
+        if m["str"] is not None:
+            out.append(repr(m["str"][1:-1]))
+        elif m["num"] is not None:
+            out.append(m["num"])
+        elif m["op"]:
+            out.append({"&&": " and ", "||": " or ", "!": " not "}.get(m["op"], m["op"]))
+        elif source[pos:].lstrip().startswith("("):
+            func = m["name"]
+            if func not in ("cancelled", "failure", "always", "success"):
+                raise ValueError(f"unsupported function {func} in {expression!r}")
+            out.append(f"_{func}")
+        elif m["name"] in ("true", "false"):
+            out.append("True" if m["name"] == "true" else "False")
+        else:
+            out.append(repr(context.get(m["name"], "")))
+    funcs = {"_cancelled": lambda: False, "_failure": lambda: False, "_always": lambda: True,
+             "_success": lambda: context.get("__success__", True)}  # fmt: skip
+    # only the tokens above reach eval, with no builtins
+    return eval("".join(out), {"__builtins__": {}}, funcs)
+
+
+def caller_jobs(doc: dict, event: str, data_changed: bool | None) -> dict[str, dict]:
+    """The jobs of a caller workflow that run for `event`, evaluating their `if:` in order.
+
+    `data_changed`: what the data check reports (tfship data changed: exit 0 -> True, 12 -> False).
+    A job without `if:` runs when every job it needs ran (implicit success()).
+    """
+    ran: dict[str, bool] = {}
+    context: dict[str, object] = {"github.event_name": event, "github.repository_owner": "owner"}
+    jobs = doc["jobs"]
+    pending = list(jobs)
+    while pending:
+        name = next(n for n in pending if all(d in ran for d in _needs(jobs[n])))
+        pending.remove(name)
+        job = jobs[name]
+        needs = _needs(job)
+        context["__success__"] = all(ran[d] for d in needs)
+        for dep in needs:
+            context[f"needs.{dep}.result"] = "success" if ran[dep] else "skipped"
+        if "needs.data-check.outputs.changed" not in context or data_changed is not None:
+            context["needs.data-check.outputs.changed"] = (
+                "" if data_changed is None else str(data_changed).lower()
+            )
+        condition = job.get("if")
+        ran[name] = (
+            bool(evaluate(str(condition), context)) if condition else all(ran[d] for d in needs)
+        )
+    return {name: jobs[name] for name, did in ran.items() if did}
+
+
+def _needs(job: dict) -> list[str]:
+    needs = job.get("needs", [])
+    return [needs] if isinstance(needs, str) else list(needs)
+
+
+def expand(
+    path: Path, event: str, prefix: str = "", data_changed: bool | None = None
+) -> dict[str, dict]:
     """Jobs that run for `event`, reusable workflows expanded to `<caller>/<job>`."""
     out: dict[str, dict] = {}
-    for name, job in load(path)["jobs"].items():
-        if not job_runs(job, event):
-            continue
+    doc = load(path)
+    jobs = doc["jobs"] if path.name.startswith("_") else caller_jobs(doc, event, data_changed)
+    for name, job in jobs.items():
         uses = job.get("uses", "")
         if uses.startswith("./.github/workflows/"):
             out.update(expand(WORKFLOWS / Path(uses).name, event, f"{prefix}{name}/"))
@@ -61,11 +133,13 @@ def expand(path: Path, event: str, prefix: str = "") -> dict[str, dict]:
     return out
 
 
-def pipeline(event: str, branch: str | None) -> dict[str, dict]:
+def pipeline(event: str, branch: str | None, data_changed: bool | None = None) -> dict[str, dict]:
     jobs: dict[str, dict] = {}
     for path in FILES:
         if not path.name.startswith("_") and runs_for(load(path), event, branch):
-            jobs.update({f"{path.stem}:{k}": v for k, v in expand(path, event).items()})
+            jobs.update(
+                {f"{path.stem}:{k}": v for k, v in expand(path, event, "", data_changed).items()}
+            )
     return jobs
 
 
@@ -73,55 +147,109 @@ CHECKS = {"checks/lint", "checks/unit-tests"}
 SMOKE = {"smoke/smoke-train", "smoke/smoke-validate", "smoke/smoke-report"}
 TRAIN = {"train/build-image", "train/scan-image", "train/train", "train/evaluate", "train/validate"}
 
+TRAIN_ALL = {f"train:{j}" for j in CHECKS | TRAIN | {"deploy-staging/deploy"}}
+DATA_CHECK = {"train:data-check/data-check"}
+CHECKS_ONLY = {f"train:{j}" for j in CHECKS}
+
+# (id, event, branch, data changed? (None: no data check in that pipeline), expected jobs)
 TABLE = [
     (
         "pull request (forks included)",
         "pull_request",
         "feature/x",
+        None,
         {f"ci:{j}" for j in CHECKS | SMOKE},
     ),
-    ("push to an unprotected branch", "push", "feature/x", {f"ci:{j}" for j in CHECKS}),
+    ("push to an unprotected branch", "push", "feature/x", None, {f"ci:{j}" for j in CHECKS}),
+    ("push to the default branch trains whatever the data", "push", "main", None, TRAIN_ALL),
+    ("push to a release branch", "push", "release/1.0", None, TRAIN_ALL),
+    ("schedule with changed data retrains", "schedule", None, True, TRAIN_ALL | DATA_CHECK),
     (
-        "push to the default branch",
-        "push",
-        "main",
-        {f"train:{j}" for j in CHECKS | TRAIN | {"deploy-staging/deploy"}},
-    ),
-    (
-        "push to a release branch",
-        "push",
-        "release/1.0",
-        {f"train:{j}" for j in CHECKS | TRAIN | {"deploy-staging/deploy"}},
-    ),
-    (
-        "schedule (continuous training)",
+        "schedule with unchanged data trains nothing",
         "schedule",
         None,
-        {f"train:{j}" for j in CHECKS | TRAIN | {"deploy-staging/deploy"}},
+        False,
+        CHECKS_ONLY | DATA_CHECK,
     ),
     (
-        "API trigger (repository_dispatch)",
+        "API trigger (repository_dispatch) with new data retrains",
         "repository_dispatch",
         None,
-        {f"train:{j}" for j in CHECKS | TRAIN | {"deploy-staging/deploy"}},
+        True,
+        TRAIN_ALL | DATA_CHECK,
     ),
     (
-        "manual dispatch",
+        "API trigger (repository_dispatch) for data already trained on trains nothing",
+        "repository_dispatch",
+        None,
+        False,
+        CHECKS_ONLY | DATA_CHECK,
+    ),
+    (
+        "manual dispatch always trains",
         "workflow_dispatch",
         None,
-        {f"train:{j}" for j in CHECKS | TRAIN | {"deploy-staging/deploy"}}
-        | {"deploy:deploy/deploy"},
+        None,
+        TRAIN_ALL | {"deploy:deploy/deploy"},
     ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("event", "branch", "expected"), [pytest.param(*r[1:], id=r[0]) for r in TABLE]
+    ("event", "branch", "data_changed", "expected"),
+    [pytest.param(*r[1:], id=r[0]) for r in TABLE],
 )
 def test_event_runs_exactly_the_expected_jobs(
-    event: str, branch: str | None, expected: set
+    event: str, branch: str | None, data_changed: bool | None, expected: set
 ) -> None:
-    assert set(pipeline(event, branch)) == expected
+    assert set(pipeline(event, branch, data_changed)) == expected
+
+
+def test_data_check_maps_exit_codes_and_fails_on_anything_else() -> None:
+    step = load(WORKFLOWS / "_data-check.yml")["jobs"]["data-check"]["steps"][-1]
+    script = step["run"]
+    assert 'tfship data changed --since "$SINCE"' in script
+    assert re.search(r"^\s*0\) echo \"changed=true\"", script, flags=re.MULTILINE)
+    assert re.search(r"^\s*12\) echo \"changed=false\"", script, flags=re.MULTILINE)
+    assert re.search(r"^\s*\*\)\n(.*\n)*\s*exit \"\$rc\"", script, flags=re.MULTILINE)
+    train = load(WORKFLOWS / "train.yml")["jobs"]["train"]
+    assert "data-check" in train["needs"]
+    # a failed data check must not look like "unchanged": train then skips and the run is red
+    assert "!failure()" in train["if"]
+
+
+def test_expression_evaluator_understands_what_the_callers_use() -> None:
+    ctx = {"needs.data-check.result": "skipped", "github.event_name": "push"}
+    assert evaluate("${{ !cancelled() && needs.data-check.result == 'skipped' }}", ctx) is True
+    assert evaluate("${{ github.event_name == 'schedule' || vars.X != '' }}", ctx) is False
+    with pytest.raises(ValueError):
+        evaluate("${{ contains(github.ref, 'main') }}", ctx)
+
+
+def test_image_scan_uploads_sarif_to_code_scanning_even_when_findings_fail_it() -> None:
+    scan = load(WORKFLOWS / "_train.yml")["jobs"]["scan-image"]
+    assert scan["permissions"]["security-events"] == "write"
+    steps = scan["steps"]
+    names = [s.get("uses", "").split("@")[0] for s in steps]
+    assert "github/codeql-action/upload-sarif" in names
+    upload = steps[names.index("github/codeql-action/upload-sarif")]
+    assert "!cancelled()" in upload["if"]
+    assert upload["with"]["sarif_file"].endswith(".sarif")
+    assert any(s.get("run", "").startswith("tfship scan image") for s in steps)
+
+
+def test_gate_override_is_a_manual_dispatch_input_on_protected_branches_only() -> None:
+    deploy = load(WORKFLOWS / "deploy.yml")
+    assert triggers(deploy)["workflow_dispatch"]["inputs"]["gate-override-reason"]["default"] == ""
+    job = deploy["jobs"]["deploy"]
+    assert "github.ref_protected" in job["if"]
+    assert job["with"]["gate-override-reason"] == "${{ inputs.gate-override-reason }}"
+    steps = load(WORKFLOWS / "_deploy.yml")["jobs"]["deploy"]["steps"]
+    override = next(s for s in steps if s.get("run") == "ci/gate-override")
+    assert override["if"] == "${{ inputs.gate-override-reason != '' }}"
+    assert override["env"]["GATE_OVERRIDE_REASON"] == "${{ inputs.gate-override-reason }}"
+    script = (WORKFLOWS.parents[1] / "ci" / "gate-override").read_text()
+    assert 'tfship gate --override-reason "$GATE_OVERRIDE_REASON"' in script
 
 
 def test_pull_requests_never_reach_a_gpu_runner_an_environment_or_a_secret() -> None:

@@ -110,9 +110,10 @@ def test_protected_branch_pipeline_trains_gates_deploys_staging_then_production_
         "TFSHIP_TRAIN_MAX_STEPS": "20",
         "TFSHIP_DATA_LIMIT": "300",
         "TFSHIP_TRAIN_EPOCHS": "1",
-        # A 20-step model cannot meet pipeline.yaml's thresholds: the override path is the
-        # documented way through, and it is recorded in gate.json and the deploy log.
-        "TFSHIP_GATE_OVERRIDE_REASON": "e2e: smoke-sized training",
+        # A 20-step model cannot meet pipeline.yaml's thresholds, and an override only counts
+        # in a job a person started (the manual `gate-override` job; gitlab-ci-local does not
+        # set CI_JOB_MANUAL), so the project lowers its bar the way a project would.
+        "TFSHIP_GATE_ABSOLUTE": '{"accuracy": {"min": 0.0}}',
     }
     log = _run(
         root,
@@ -138,7 +139,7 @@ def test_protected_branch_pipeline_trains_gates_deploys_staging_then_production_
     gate = json.loads(
         next(iter(_artifact(root, "evaluate", "runs/*/evaluation/gate.json"))).read_text()
     )
-    assert "override" in json.dumps(gate).lower()
+    assert gate["verdict"] == "passed", gate
     # each environment got its own model repository, with the same exported version
     for repo in (staging, production):
         versions = [p.name for p in (repo / "digits").iterdir() if p.name.isdigit()]

@@ -3,6 +3,9 @@ exact set of jobs, read from the real .gitlab-ci.yml by gitlab-ci-local (--list-
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,11 @@ CHECKS = {"lint", "unit-tests", "config-scan"}
 SMOKE = {"smoke-train", "smoke-validate", "smoke-report"}
 BUILD_TRAIN_GATE = {"build-image", "scan-image", "train", "evaluate", "validate"}
 PRODUCTION = {"deploy-production-canary", "promote-production", "rollback-production"}
-GPU_OR_DEPLOY = BUILD_TRAIN_GATE | {"deploy-staging"} | PRODUCTION
+GPU_OR_DEPLOY = BUILD_TRAIN_GATE | {"deploy-staging", "gate-override"} | PRODUCTION
+# what trains and deploys on a protected branch; gate-override is its manual escape hatch
+PROTECTED = BUILD_TRAIN_GATE | {"deploy-staging", "gate-override"}
+# schedules / trigger / API calls: checks, then the data check and its child pipeline only
+DATA_TRIGGERED = CHECKS | {"data-check", "retrain"}
 
 
 @pytest.fixture(scope="module")
@@ -39,39 +46,71 @@ TABLE = [
         set(),
     ),
     (
-        "push to the protected default branch",
+        "push to the protected default branch trains whatever the data",
         "protected-push",
         "main",
         {},
-        CHECKS | BUILD_TRAIN_GATE | {"deploy-staging"} | PRODUCTION,
+        CHECKS | PROTECTED | PRODUCTION,
     ),
     (
         "push to a protected release branch",
         "protected-push",
         "release/1.0",
         {"CI_DEFAULT_BRANCH": "main"},
-        CHECKS | BUILD_TRAIN_GATE | {"deploy-staging"},
+        CHECKS | PROTECTED,
     ),
     (
-        "schedule on the default branch",
+        "schedule on the default branch checks the data first",
         "schedule",
         "main",
         {},
-        CHECKS | BUILD_TRAIN_GATE | {"deploy-staging"} | PRODUCTION,
+        DATA_TRIGGERED,
     ),
     (
         "API trigger on the default branch",
         None,
         "main",
         {"CI_PIPELINE_SOURCE": "trigger", "CI_COMMIT_REF_PROTECTED": "true"},
-        CHECKS | BUILD_TRAIN_GATE | {"deploy-staging"} | PRODUCTION,
+        DATA_TRIGGERED,
     ),
     (
         "API call on the default branch",
         None,
         "main",
         {"CI_PIPELINE_SOURCE": "api", "CI_COMMIT_REF_PROTECTED": "true"},
-        CHECKS | BUILD_TRAIN_GATE | {"deploy-staging"} | PRODUCTION,
+        DATA_TRIGGERED,
+    ),
+    (
+        "schedule with DATA_CHECK_DISABLED trains unconditionally",
+        "schedule",
+        "main",
+        {"DATA_CHECK_DISABLED": "true"},
+        CHECKS | PROTECTED | PRODUCTION,
+    ),
+    (
+        "Run pipeline by a person on the default branch always trains",
+        None,
+        "main",
+        {"CI_PIPELINE_SOURCE": "web", "CI_COMMIT_REF_PROTECTED": "true"},
+        CHECKS | PROTECTED | PRODUCTION,
+    ),
+    (
+        "retraining child pipeline on the default branch",
+        None,
+        "main",
+        {"CI_PIPELINE_SOURCE": "parent_pipeline", "CI_COMMIT_REF_PROTECTED": "true"},
+        PROTECTED | PRODUCTION,
+    ),
+    (
+        "retraining child pipeline on a release branch",
+        None,
+        "release/1.0",
+        {
+            "CI_PIPELINE_SOURCE": "parent_pipeline",
+            "CI_COMMIT_REF_PROTECTED": "true",
+            "CI_DEFAULT_BRANCH": "main",
+        },
+        PROTECTED,
     ),
     (
         "schedule on an unprotected branch",
@@ -85,7 +124,7 @@ TABLE = [
         "protected-push",
         "main",
         {"TRAIN_DISABLED": "true"},
-        CHECKS | BUILD_TRAIN_GATE - {"train"} | {"deploy-staging"} | PRODUCTION,
+        CHECKS | PROTECTED - {"train"} | PRODUCTION,
     ),
     (
         "merge request with SMOKE_TRAIN_DISABLED and LINT_DISABLED",
@@ -137,6 +176,8 @@ def test_protected_push_deploys_staging_automatically_and_production_only_by_han
     assert jobs["deploy-staging"].when == "on_success"
     for name in ("deploy-production-canary", "promote-production"):
         assert (jobs[name].when, jobs[name].allow_failure) == ("manual", False), name
+    # the gate override is a person's decision and never blocks the pipeline
+    assert (jobs["gate-override"].when, jobs["gate-override"].allow_failure) == ("manual", True)
     assert (jobs["rollback-production"].when, jobs["rollback-production"].allow_failure) == (
         "manual",
         True,
@@ -149,6 +190,7 @@ def test_deploy_jobs_are_serialised_and_tracked_as_environment_deployments(sandb
     )
     expected = {
         "deploy-staging": "staging",
+        "gate-override": "staging",
         "deploy-production-canary": "production",
         "promote-production": "production",
         "rollback-production": "production",
@@ -192,3 +234,62 @@ def test_every_job_has_its_own_disabled_switch_checked_first(sandbox: Path) -> N
         assert switch.endswith("_DISABLED") and switch in gitlab_local.DISABLE_SWITCHES, name
         assert switch in config["variables"], f"{switch} has no default in ci/gitlab/variables.yml"
         assert "only" not in job and "except" not in job, f"{name} uses only/except, not rules"
+
+
+def _data_check(tmp_path: Path, tfship_exit: int) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """ci/data-check with a stand-in `tfship` that exits `tfship_exit` (`data changed`)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "tfship"
+    fake.write_text(f'#!/bin/sh\necho "stand-in tfship $*"\nexit {tfship_exit}\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    child = tmp_path / "retrain-child.yml"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("DATA_CHECK_SINCE", None)
+    env.pop("RETRAIN_CHILD_CONFIG", None)
+    env["CI_CONFIG_PATH"] = ".gitlab-ci.yml"
+    proc = subprocess.run(
+        [str(gitlab_local.REPO_ROOT / "ci" / "data-check"), str(child)],
+        cwd=gitlab_local.REPO_ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return proc, child
+
+
+@pytest.mark.parametrize(
+    ("tfship_exit", "branch", "expected"),
+    [
+        pytest.param(0, "main", PROTECTED | PRODUCTION, id="data changed: train on main"),
+        pytest.param(0, "release/1.0", PROTECTED, id="data changed: train on a release branch"),
+        pytest.param(12, "main", {"no-new-data"}, id="data unchanged: no training"),
+    ],
+)
+def test_scheduled_retraining_trains_only_when_the_data_changed(
+    sandbox: Path, tmp_path: Path, tfship_exit: int, branch: str, expected: set
+) -> None:
+    proc, child = _data_check(tmp_path, tfship_exit)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "data changed --since champion" in proc.stdout
+    # the child pipeline GitLab would create from the artifact, with its own pipeline source
+    jobs = gitlab_local.list_jobs(
+        sandbox,
+        args=["--file", os.path.relpath(child, sandbox)],
+        variables={
+            **ALL_ON,
+            "CI_PIPELINE_SOURCE": "parent_pipeline",
+            "CI_COMMIT_REF_PROTECTED": "true",
+            "CI_COMMIT_BRANCH": branch,
+            "CI_COMMIT_REF_NAME": branch,
+            "CI_DEFAULT_BRANCH": "main",
+        },
+    )
+    assert set(jobs) == expected
+
+
+@pytest.mark.parametrize("tfship_exit", [3, 8, 1], ids=["config error", "infra error", "crash"])
+def test_a_broken_data_check_fails_the_job_instead_of_skipping_training(
+    tmp_path: Path, tfship_exit: int
+) -> None:
+    proc, child = _data_check(tmp_path, tfship_exit)
+    assert proc.returncode == tfship_exit
+    assert "failing instead of skipping" in proc.stderr
+    assert not child.exists(), "no child pipeline may be written when the check itself failed"

@@ -1,8 +1,33 @@
 """Deploy, canary, promote, rollback against a model server (the stand-in by default).
 
-The server binary comes from TFSHIP_MODEL_SERVER (default: `python -m tests.tfserving_standin`),
-so the same tests run against a real tensorflow_model_server. One server is shared by the
-module; each test uses its own model name and model repository.
+The server the module starts comes from `tests.tfserving_standin.fixture.start_model_server`:
+TFSHIP_MODEL_SERVER (a tensorflow_model_server path or command line) or, unset, the stand-in,
+`python -m tests.tfserving_standin`. One server is shared by the module; each test uses its own
+model name and model repository.
+
+The canary -> promote -> rollback test also runs against an already running, real TF Serving
+(marker `real_server`) when these are set; otherwise that case is skipped and says why:
+
+* TFSHIP_TEST_SERVING_URL: its REST URL, e.g. http://127.0.0.1:8501;
+* TFSHIP_TEST_SERVING_GRPC: its gRPC host:port, e.g. 127.0.0.1:8500 (config reloads);
+* TFSHIP_TEST_MODEL_REPOSITORY: a directory this test writes models and models.config to and
+  the server can read;
+* TFSHIP_TEST_SERVER_MODEL_REPOSITORY (optional): that directory as the server sees it, e.g.
+  /models when it is mounted into a container; default: the same path.
+
+Use a dedicated server: each test replaces its whole config (HandleReloadConfigRequest). For
+example::
+
+    mkdir -p /tmp/tfs-repo && docker run -d -p 8500:8500 -p 8501:8501 \
+        -v /tmp/tfs-repo:/models tensorflow/serving:2.21.0 \
+        --model_config_file=/models/empty.config --file_system_poll_wait_seconds=1
+    # with /tmp/tfs-repo/empty.config containing `model_config_list {}`
+    TFSHIP_TEST_SERVING_URL=http://127.0.0.1:8501 TFSHIP_TEST_SERVING_GRPC=127.0.0.1:8500 \
+    TFSHIP_TEST_MODEL_REPOSITORY=/tmp/tfs-repo TFSHIP_TEST_SERVER_MODEL_REPOSITORY=/models \
+        pytest -m real_server tests/integration/test_deploy.py
+
+The variables are read when the module is imported, before tests/conftest.py clears TFSHIP_*
+from each test's environment.
 """
 
 from __future__ import annotations
@@ -10,12 +35,11 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shlex
 import socket
-import subprocess
-import sys
 import threading
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,61 +47,72 @@ import pytest
 import requests
 
 from tests.integration import serving_exports as se
+from tests.tfserving_standin.fixture import start_model_server
 from tfship.config import load_config
 from tfship.errors import DeployFailed, ExitCode
 from tfship.rundir import RunDir
 from tfship.serving import golden
-from tfship.serving.deploy import run_deploy, run_promote, run_rollback, run_status
+from tfship.serving.deploy import run_deploy, run_promote, run_rollback
+from tfship.serving.status import run_status
 
 pytestmark = pytest.mark.integration
 _names = itertools.count()
+REAL_SERVER = {
+    name: os.environ.get(name, "").strip()
+    for name in (
+        "TFSHIP_TEST_SERVING_URL",
+        "TFSHIP_TEST_SERVING_GRPC",
+        "TFSHIP_TEST_MODEL_REPOSITORY",
+        "TFSHIP_TEST_SERVER_MODEL_REPOSITORY",
+    )
+}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@dataclass(frozen=True)
+class Serving:
+    """A model server and where its model repositories live (as tfship and as it sees them)."""
+
+    rest_url: str
+    grpc_target: str
+    repositories: Path | None = None  # None: each test's own tmp_path/repo
+    server_repositories: str | None = None
+
+    def repository(self, tmp_path: Path) -> tuple[str, str | None]:
+        if self.repositories is None:
+            return str(tmp_path / "repo"), None
+        name = f"tfship-test-{uuid.uuid4().hex[:8]}"
+        server = (
+            f"{self.server_repositories.rstrip('/')}/{name}" if self.server_repositories else None
+        )
+        return str(self.repositories / name), server
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, repo_root: Path):
+def server(tmp_path_factory: pytest.TempPathFactory):
     """A model server with no models; deploys add theirs with HandleReloadConfigRequest."""
-    cfg_file = tmp_path_factory.mktemp("server") / "bootstrap.config"
-    cfg_file.write_text("model_config_list {}\n")
-    grpc_port, rest_port = _free_port(), _free_port()
-    binary = os.environ.get("TFSHIP_MODEL_SERVER") or f"{sys.executable} -m tests.tfserving_standin"
-    log = open(cfg_file.with_suffix(".log"), "w")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(
-        [
-            *shlex.split(binary),
-            f"--port={grpc_port}",
-            f"--rest_api_port={rest_port}",
-            f"--model_config_file={cfg_file}",
-            "--file_system_poll_wait_seconds=1",
-            "--max_num_load_retries=0",
-        ],
-        cwd=repo_root,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    with start_model_server(
+        tmp_path_factory.mktemp("server"),
+        model_config_text="model_config_list {}\n",
+        extra_flags=["--file_system_poll_wait_seconds=1", "--max_num_load_retries=0"],
+    ) as handle:
+        yield Serving(handle.rest_url, handle.grpc_target)
+
+
+@pytest.fixture(scope="module")
+def real_server() -> Serving:
+    missing = [
+        k for k, v in REAL_SERVER.items() if not v and k != "TFSHIP_TEST_SERVER_MODEL_REPOSITORY"
+    ]
+    if missing:
+        pytest.skip(
+            f"no real TF Serving given: set {', '.join(missing)} (see this module's docstring)"
+        )
+    return Serving(
+        REAL_SERVER["TFSHIP_TEST_SERVING_URL"],
+        REAL_SERVER["TFSHIP_TEST_SERVING_GRPC"],
+        Path(REAL_SERVER["TFSHIP_TEST_MODEL_REPOSITORY"]),
+        REAL_SERVER["TFSHIP_TEST_SERVER_MODEL_REPOSITORY"] or None,
     )
-    rest = f"http://127.0.0.1:{rest_port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            requests.get(f"{rest}/v1/models/none", timeout=1)
-            break
-        except requests.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                log.close()
-                pytest.fail(
-                    f"model server did not start: {cfg_file.with_suffix('.log').read_text()}"
-                )
-            time.sleep(0.2)
-    yield rest, f"127.0.0.1:{grpc_port}"
-    proc.terminate()
-    proc.wait(15)
-    log.close()
 
 
 @pytest.fixture(scope="module")
@@ -94,26 +129,38 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, RunDir]:
     }
 
 
-@pytest.fixture()
-def cfg_for(server, tmp_path: Path):
-    rest, grpc = server
+def _cfg_maker(serving: Serving, tmp_path: Path):
     model = f"m{next(_names)}"
+    repository, server_repository = serving.repository(tmp_path)
 
     def make(**extra: object):
         sets = {
             "project.model_name": model,
-            "serving.model_repository": str(tmp_path / "repo"),
-            "serving.rest_url": rest,
-            "serving.grpc_target": grpc,
+            "serving.model_repository": repository,
+            "serving.rest_url": serving.rest_url,
+            "serving.grpc_target": serving.grpc_target,
             "serving.load_deadline_seconds": 60,
             "serving.poll_interval_seconds": 0.1,
             "serving.allow_ungated": True,
             "serving.retry_backoff_seconds": 0.05,
             **extra,
         }
+        if server_repository:
+            sets["serving.server_model_repository"] = server_repository
         return load_config(None, overrides=[f"{k}={v}" for k, v in sets.items()])
 
     return make
+
+
+@pytest.fixture()
+def cfg_for(server: Serving, tmp_path: Path):
+    return _cfg_maker(server, tmp_path)
+
+
+@pytest.fixture(params=["started", pytest.param("real", marks=pytest.mark.real_server)])
+def any_server(request: pytest.FixtureRequest) -> Serving:
+    """The module's server, then (opt-in) a real TF Serving that is already running."""
+    return request.getfixturevalue("server" if request.param == "started" else "real_server")
 
 
 def _expected(run_dir: RunDir) -> dict:
@@ -158,10 +205,10 @@ class _Hammer(threading.Thread):
 
 
 def test_canary_promote_rollback_move_stable_exactly_when_they_should(
-    server, exports, cfg_for, tmp_path: Path
+    any_server: Serving, exports, tmp_path: Path
 ) -> None:
-    rest, _ = server
-    cfg = cfg_for()
+    rest = any_server.rest_url
+    cfg = _cfg_maker(any_server, tmp_path)()
     model = cfg.project.model_name
     first = run_deploy(cfg, exports["v1"], reason="first model")
     assert first.labels_after == {"canary": 1, "stable": 1} and first.golden.ok
@@ -203,9 +250,9 @@ def test_canary_promote_rollback_move_stable_exactly_when_they_should(
 
 @pytest.mark.parametrize("broken", ["missing variables", "wrong signature", "NaN outputs"])
 def test_a_broken_model_is_rejected_before_any_label_moves(
-    server, exports, cfg_for, broken
+    server: Serving, exports, cfg_for, broken
 ) -> None:
-    rest, _ = server
+    rest = server.rest_url
     cfg = cfg_for()
     model = cfg.project.model_name
     run_deploy(cfg, exports["v1"])

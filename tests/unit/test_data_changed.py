@@ -12,7 +12,7 @@ from PIL import Image
 from tfship.cli import main
 from tfship.config import load_config
 from tfship.data import load_splits
-from tfship.datachange import run_changed, run_snapshot, scan
+from tfship.datachange import EXPORT_DATA_MANIFEST, run_changed, run_snapshot, scan
 from tfship.errors import ConfigError, ExitCode
 from tfship.rundir import RunDir
 
@@ -160,3 +160,56 @@ def test_champion_repository_without_a_labelled_version_means_first_run_retrain(
         0,
         "no champion yet (first run)",
     )
+
+
+def fake_export(images: Path, export: Path) -> Path:
+    """An export's two data records, as tfship.export writes them (tests/unit/test_export.py)."""
+    snap = run_snapshot(image_cfg(images), RunDir(export.parent / "snapshot-run"))
+    (export / EXPORT_DATA_MANIFEST).parent.mkdir(parents=True)
+    (export / "saved_model.pb").write_bytes(b"")
+    (export / EXPORT_DATA_MANIFEST).write_bytes(snap.manifest.read_bytes())
+    (export / "assets.extra" / "tfship-manifest.json").write_text(
+        json.dumps({"schema": "tfship-manifest/1", "data_fingerprint": snap.fingerprint})
+    )
+    return export
+
+
+def test_an_export_with_a_data_manifest_names_the_changed_files(
+    images: Path, tmp_path: Path
+) -> None:
+    export = fake_export(images, tmp_path / "export" / "3")
+    assert changed_exit(images, export) == 12
+    (images / "cat" / "3.png").unlink()
+    write_png(images / "dog" / "0.png", seed=4242)
+    result = run_changed(image_cfg(images), str(export))
+    assert (result.changed, result.removed, result.modified) == (
+        True,
+        ("cat/3.png",),
+        ("dog/0.png",),
+    )
+    assert result.reason == "0 added, 1 removed, 1 modified"
+    assert result.since == str(export / EXPORT_DATA_MANIFEST)
+
+
+def test_since_champion_diffs_file_by_file_against_the_stable_versions_data_manifest(
+    images: Path, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    fake_export(images, repo / "digits" / "4")
+    (repo / "models.config").write_text(
+        'model_config_list { config { name: "digits" base_path: "/models/digits" '
+        'model_platform: "tensorflow" version_labels { key: "stable" value: 4 } } }\n'
+    )
+    cfg = load_config(
+        None,
+        env={},
+        overrides=[
+            "data.source=image_folder",
+            f"data.path={images}",
+            f"gate.champion_repository={repo}",
+        ],
+    )
+    assert run_changed(cfg, "champion").exit_code == ExitCode.NO_CHANGE
+    write_png(images / "cat" / "new.png", seed=77)
+    result = run_changed(cfg, "champion")
+    assert (result.changed, result.added, result.exit_code) == (True, ("cat/new.png",), 0)

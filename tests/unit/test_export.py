@@ -20,7 +20,7 @@ import tensorflow as tf
 from tfship import export as export_mod
 from tfship import verify as verify_mod
 from tfship.config import PipelineConfig
-from tfship.errors import ModelError
+from tfship.errors import DataError, ModelError
 from tfship.rundir import RunDir
 
 H, W, C, CLASSES = 8, 8, 1, 3
@@ -45,7 +45,9 @@ def pixels(n: int, seed: int = 1) -> np.ndarray:
 def export(
     model: keras.Model, run_dir: RunDir, cfg: PipelineConfig | None = None, **kw: Any
 ) -> export_mod.ExportResult:
-    cfg = cfg or PipelineConfig.model_validate({"project": {"model_name": "tiny"}})
+    cfg = cfg or PipelineConfig.model_validate(
+        {"project": {"model_name": "tiny"}, "export": {"version_scheme": "sequential"}}
+    )
     return export_mod.export_savedmodel(
         model,
         cfg=cfg,
@@ -87,6 +89,20 @@ def entries(run_dir: RunDir) -> list[str]:
 def manifest_of(result: export_mod.ExportResult) -> dict[str, Any]:
     assert result.manifest is not None
     return json.loads(result.manifest.read_text())
+
+
+def test_timestamp_versions_never_go_below_the_clock_or_the_run_s_own_versions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "export"
+    root.mkdir()
+    monkeypatch.setattr(export_mod.time, "time", lambda: 1_800_000_000.7)
+    assert export_mod.next_version(root, "timestamp") == 1_800_000_000
+    (root / "1800000005").mkdir()  # an earlier export of this run, a few seconds ahead
+    assert export_mod.next_version(root, "timestamp") == 1_800_000_006
+    assert export_mod.next_version(root, "sequential") == 1_800_000_006
+    (root / ".tmp-1800000009-abc").mkdir()  # half-written exports are not versions
+    assert export_mod.next_version(root, "timestamp") == 1_800_000_006
 
 
 def test_two_exports_get_consecutive_versions_and_leave_no_temp_dirs(run_dir: RunDir) -> None:
@@ -296,3 +312,89 @@ def test_golden_inputs_of_the_wrong_shape_are_a_model_error_not_a_crash(run_dir:
             data_fingerprint="x",
         )
     assert entries(run_dir) == []
+
+
+DATA_MANIFEST = {
+    "fingerprint": "f" * 64,
+    "files": [{"path": "a/1.png", "size": 3, "sha256": "0" * 64}],
+}
+
+
+def test_the_data_manifest_is_copied_into_the_export_and_verified_with_it(run_dir: RunDir) -> None:
+    result = export(tiny_model(), run_dir, data_manifest=DATA_MANIFEST)
+    assert result.export_dir is not None and result.verify is not None
+    copied = result.export_dir / "assets.extra" / "tfship-data-manifest.json"
+    assert json.loads(copied.read_text()) == DATA_MANIFEST
+    assert result.verify.data_manifest_files == 1
+    assert export_mod.verify_export(result.export_dir).data_manifest_files == 1
+
+
+def test_an_export_without_a_data_manifest_still_verifies(run_dir: RunDir) -> None:
+    result = export(tiny_model(), run_dir)  # as exports made before the data manifest existed
+    assert result.export_dir is not None
+    assert not (result.export_dir / "assets.extra" / "tfship-data-manifest.json").exists()
+    assert export_mod.verify_export(result.export_dir).data_manifest_files is None
+
+
+def test_a_data_manifest_for_other_data_is_refused_and_leaves_no_version(run_dir: RunDir) -> None:
+    with pytest.raises(DataError, match=r"data manifest is for data fingerprint e+; expected"):
+        export(tiny_model(), run_dir, data_manifest={**DATA_MANIFEST, "fingerprint": "e" * 64})
+    assert entries(run_dir) == []
+
+
+def test_verify_export_rejects_a_data_manifest_that_disagrees_with_the_manifest(
+    run_dir: RunDir,
+) -> None:
+    good = export(tiny_model(), run_dir, data_manifest=DATA_MANIFEST)
+    assert good.export_dir is not None
+    path = good.export_dir / "assets.extra" / "tfship-data-manifest.json"
+    path.write_text(json.dumps({**DATA_MANIFEST, "fingerprint": "e" * 64}))
+    with pytest.raises(ModelError, match=r"tfship-data-manifest.json does not match"):
+        export_mod.verify_export(good.export_dir)
+    path.write_text("{not json")
+    with pytest.raises(ModelError, match=r"tfship-data-manifest.json is not readable JSON"):
+        export_mod.verify_export(good.export_dir)
+
+
+def _trained_npz_run(tmp_path: Path) -> tuple[PipelineConfig, RunDir, Path]:
+    from tfship.train import run_train
+
+    x = np.random.default_rng(3).integers(0, 256, size=(60, H, W)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(60) % 3)
+    cfg = PipelineConfig.model_validate(
+        {
+            "data": {"source": "npz", "path": str(tmp_path / "d.npz")},
+            "model": {"builder": "tests.unit.user_models:tiny_mlp", "options": {"units": 4}},
+            "train": {"epochs": 1, "per_replica_batch_size": 16, "progress": "none"},
+            "checkpoint": {"every_steps": None},
+            "export": {"golden_requests": 2, "warmup_requests": 2},
+        }
+    )
+    run_dir = RunDir(tmp_path / "run")
+    run_train(cfg, run_dir)
+    return cfg, run_dir, tmp_path / "d.npz"
+
+
+@pytest.mark.slow  # trains a tiny model
+def test_run_export_copies_the_runs_data_manifest_or_builds_it_from_the_data(
+    tmp_path: Path,
+) -> None:
+    from tfship.data import run_data
+
+    cfg, run_dir, npz = _trained_npz_run(tmp_path)
+    # No data.manifest.json in the run directory (train alone): built from the loaded data.
+    built = export_mod.run_export(cfg, run_dir)
+    assert built.export_dir is not None and built.verify is not None
+    data_manifest = built.export_dir / "assets.extra" / "tfship-data-manifest.json"
+    m = json.loads(data_manifest.read_text())
+    assert [f["path"] for f in m["files"]] == ["d.npz"]
+    assert m["files"][0]["size"] == npz.stat().st_size
+    assert m["fingerprint"] == manifest_of(built)["data_fingerprint"]
+    assert built.verify.data_manifest_files == 1
+    # `tfship data` ran: its data.manifest.json is what the export carries, byte for byte.
+    run_data(cfg, run_dir)
+    copied = export_mod.run_export(cfg, run_dir)
+    assert copied.export_dir is not None
+    assert json.loads(
+        (copied.export_dir / "assets.extra" / "tfship-data-manifest.json").read_text()
+    ) == json.loads((run_dir.root / "data.manifest.json").read_text())

@@ -247,10 +247,48 @@ def test_override_approver_comes_from_github_actor_and_env_reason():
         gate(absolute={"accuracy": {"min": 0.99}}),
         GOOD,
         None,
-        environ={"GITHUB_ACTOR": "bob", "TFSHIP_GATE_OVERRIDE_REASON": "accepted by PM"},
+        environ={
+            "CI": "true",
+            "GITHUB_EVENT_NAME": "workflow_dispatch",
+            "GITHUB_ACTOR": "bob",
+            "TFSHIP_GATE_OVERRIDE_REASON": "accepted by PM",
+        },
     )
     assert verdict == "passed_with_override"
     assert (ov.approver, ov.approver_source, ov.reason) == ("bob", "GITHUB_ACTOR", "accepted by PM")
+
+
+@pytest.mark.parametrize(
+    "ci_env",
+    [
+        {"CI": "true", "GITLAB_USER_LOGIN": "alice"},  # an automatic GitLab job
+        {"CI": "true", "GITHUB_EVENT_NAME": "push", "GITHUB_ACTOR": "bob"},
+    ],
+)
+def test_an_override_variable_in_an_automatic_ci_job_is_refused_not_applied(ci_env):
+    with pytest.raises(ConfigError, match="no person started"):
+        decide(
+            gate(absolute={"accuracy": {"min": 0.99}}),
+            GOOD,
+            None,
+            environ={**ci_env, "TFSHIP_GATE_OVERRIDE_REASON": "left in the CI settings"},
+        )
+
+
+def test_an_override_variable_in_a_manual_gitlab_job_is_applied():
+    verdict, _, ov = decide(
+        gate(absolute={"accuracy": {"min": 0.99}}),
+        GOOD,
+        None,
+        environ={
+            "CI": "true",
+            "CI_JOB_MANUAL": "true",
+            "GITLAB_USER_LOGIN": "alice",
+            "TFSHIP_GATE_OVERRIDE_REASON": "new label set, see #12",
+        },
+    )
+    assert verdict == "passed_with_override"
+    assert ov.approver == "alice"
 
 
 def test_unknown_gate_metric_is_rejected_at_config_load():

@@ -1,4 +1,4 @@
-"""The model repository: atomic, verified, idempotent publish; retention-safe deletes; deploy log."""
+"""The model repository: atomic, verified, idempotent publish; retention-safe deletes; the log."""
 
 from __future__ import annotations
 
@@ -11,13 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tfship.serving.repository import (
-    READY_FILE,
-    LocalRepository,
-    S3Repository,
-    VersionConflict,
-    local_manifest,
-)
+from tfship.serving.repository import READY_FILE, VersionConflict, local_manifest
+from tfship.serving.repository_local import LocalRepository
+from tfship.serving.repository_s3 import S3Repository
 
 
 def fake_savedmodel(path: Path, seed: int = 0, mb: float = 0.2) -> Path:
@@ -28,7 +24,7 @@ def fake_savedmodel(path: Path, seed: int = 0, mb: float = 0.2) -> Path:
     data = bytes([seed % 256]) * size
     (path / "variables" / "variables.data-00000-of-00001").write_bytes(data)
     (path / "variables" / "variables.index").write_bytes(b"index%d" % seed)
-    (path / "assets.extra" / "tfship-manifest.json").write_text('{"seed": %d}' % seed)
+    (path / "assets.extra" / "tfship-manifest.json").write_text(f'{{"seed": {seed}}}')
     (path / READY_FILE).write_bytes(b"graph%d" % seed)
     return path
 

@@ -8,13 +8,14 @@ marker lists is there with the size it records; sha256 is checked again on downl
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tfship.fsutil import sha256_file
 
 MARKER_SUFFIX = ".tfship.json"
 EXTRA_INFIX = ".extra/"
@@ -32,14 +33,6 @@ _REMOTE_KEY = re.compile(
 )
 _DATA = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
 _STATE_LINE = re.compile(r'^model_checkpoint_path:\s*"(?P<path>.*)"\s*$', re.M)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def step_of(generation: str) -> int:

@@ -4,11 +4,11 @@ import argparse
 from typing import Any
 
 from tfship.commands import _serving_flags, load
-from tfship.serving.deploy import StatusResult
+from tfship.serving.status import StatusResult
 
 
 def _handle(args: argparse.Namespace) -> StatusResult:
-    from tfship.serving.deploy import run_status
+    from tfship.serving.status import run_status
 
     cfg, _ = load(args)
     return run_status(cfg, to=args.to, last=args.last)

@@ -29,6 +29,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--server-url",
         default=None,
-        help="REST URL of a running server that already serves the export (default: serving.rest_url)",
+        help="REST URL of a running server that already serves the export "
+        "(default: serving.rest_url)",
     )
     p.set_defaults(handler=_handle)

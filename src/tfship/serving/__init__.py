@@ -1,5 +1,7 @@
 """Publishing to a model repository and driving TensorFlow Serving (deploy, canary, rollback).
 
-`repository` (local filesystem / S3 model repository), `models_config` (TF Serving's
-ModelServerConfig), `client` (REST + gRPC), `deploy` (the transactions behind the CLI).
+`repository` (publish protocol; `repository_local` / `repository_s3` backends), `deploy_log`
+(who/when/why records), `models_config` (TF Serving's ModelServerConfig), `client` (REST +
+gRPC), `target` (a repository plus the server reading it), `transaction` (undo on failure,
+results, retention), `deploy` (publish/deploy/promote/rollback), `status`.
 """

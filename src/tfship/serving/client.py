@@ -256,10 +256,11 @@ class ServingClient:
             if time.monotonic() - t0 > deadline:
                 seen = {v: s.state for v, s in sorted(last.items())}
                 raise InfraError(
-                    f"{self.rest_url}/v1/models/{self.model}: versions {sorted(want)} not AVAILABLE "
-                    f"after {deadline:.0f}s (server reports {seen or 'no versions'})",
+                    f"{self.rest_url}/v1/models/{self.model}: versions {sorted(want)} "
+                    f"not AVAILABLE after {deadline:.0f}s (server reports {seen or 'no versions'})",
                     hint="check the server can read the model repository (base_path in "
-                    "models.config) and its logs; raise serving.load_deadline_seconds for big models",
+                    "models.config) and its logs; raise serving.load_deadline_seconds "
+                    "for big models",
                 )
             time.sleep(poll)
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tfship.errors import ModelError
-
-MANIFEST = Path("assets.extra") / "tfship-manifest.json"
-WARMUP = Path("assets.extra") / "tf_serving_warmup_requests"
+# Re-exported: export.py, verify.py and the tests import these names from here.
+from tfship.artifacts import MANIFEST as MANIFEST
+from tfship.artifacts import WARMUP as WARMUP
+from tfship.artifacts import latest_export as latest_export
+from tfship.artifacts import read_manifest as read_manifest
 
 
 @dataclass(frozen=True)
@@ -24,39 +23,6 @@ class GoldenCheck:
     max_abs_diff: float
     tolerance: float
     problems: tuple[str, ...]
-
-
-def read_manifest(export_dir: Path) -> dict[str, Any]:
-    path = export_dir / MANIFEST
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(
-            f"{path} is missing; every tfship export carries its manifest",
-            hint="re-run `tfship export`; see docs/run-directory.md",
-        ) from None
-    except ValueError as exc:
-        raise ModelError(f"{path} is not valid JSON: {exc}") from exc
-    for key in ("golden", "version", "signature"):
-        if key not in data:
-            raise ModelError(
-                f"{path} has no '{key}'; expected the tfship-manifest/1 format",
-                hint="re-export with this tfship version (docs/run-directory.md)",
-            )
-    return data
-
-
-def latest_export(export_root: Path) -> Path:
-    """The highest numeric `export/<version>/` of a run directory."""
-    versions = sorted(
-        (int(p.name), p) for p in export_root.glob("*") if p.name.isdigit() and p.is_dir()
-    )
-    if not versions:
-        raise ModelError(
-            f"no exported SavedModel under {export_root}/<version>/",
-            hint="run `tfship export` (or `tfship run`) for this run directory first",
-        )
-    return versions[-1][1]
 
 
 def compare(

@@ -9,7 +9,9 @@ always describes what is live (a restarted server comes back in the same state).
 from __future__ import annotations
 
 import logging
+import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tfship.config import PipelineConfig
@@ -21,6 +23,10 @@ from tfship.serving.repository import ModelRepository, open_repository
 
 log = logging.getLogger(__name__)
 MODELS_CONFIG = "models.config"
+# The quick start's server: mounts ${MODEL_REPOSITORY:-../../models} (relative to the compose
+# file, i.e. ./models from the project root) at /models and reads /models/models.config.
+COMPOSE_FILE = Path("docker/serving") / "compose.yaml"
+COMPOSE_MOUNT = "/models"
 
 
 @dataclass
@@ -77,6 +83,34 @@ class Target:
         where = self.client.rest_url if self.client is not None else "no server (offline)"
         env = f"{self.environment}: " if self.environment else ""
         return f"{env}{self.repository.location(self.model)} -> {where}"
+
+
+def offline_serve_hint(target: Target, project_root: Path | None = None) -> str:
+    """The command that serves what an offline deploy wrote, with docker/serving/compose.yaml.
+
+    compose.yaml mounts `./models` unless MODEL_REPOSITORY says otherwise, so the command names
+    the repository when it is anywhere else; models.config must name base paths under /models.
+    """
+    from tfship.serving.repository_local import LocalRepository
+
+    command = f"docker compose -f {COMPOSE_FILE} up"
+    if not isinstance(target.repository, LocalRepository):
+        return (
+            f"copy {target.repository.url} to a local directory DIR, then "
+            f"MODEL_REPOSITORY=DIR {command} (compose mounts a local directory at /models)"
+        )
+    root = (project_root or Path.cwd()).resolve()
+    mounted = (root / COMPOSE_FILE).parent.joinpath("..", "..", "models").resolve()
+    repo = target.repository.root.resolve()
+    if repo != mounted:
+        command = f"MODEL_REPOSITORY={shlex.quote(str(repo))} {command}"
+    if not target.base_path.startswith(COMPOSE_MOUNT + "/"):
+        command += (
+            f" -- but models.config names base_path {target.base_path}, which compose does not "
+            f"mount: unset serving.server_model_repository (default {COMPOSE_MOUNT}) and deploy "
+            "again"
+        )
+    return command
 
 
 def resolve(cfg: PipelineConfig, to: str | None = None) -> Target:

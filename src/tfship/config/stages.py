@@ -1,0 +1,200 @@
+"""Config sections of the shipping half: evaluation gate, serving/deploy, security scan."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from tfship.config.sections import _Section
+
+GATE_METRICS: dict[str, Literal["higher", "lower"]] = {
+    "accuracy": "higher",
+    "macro_f1": "higher",
+    "min_class_f1": "higher",
+    "min_class_recall": "higher",
+    "loss": "lower",
+    "p50_latency_ms": "lower",
+    "p95_latency_ms": "lower",
+    "p50_latency_ms_batch32": "lower",
+    "p95_latency_ms_batch32": "lower",
+}
+
+
+def _check_gate_metrics(names: Any, where: str) -> None:
+    unknown = sorted(set(names) - set(GATE_METRICS))
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown metric(s) {unknown}; expected one of {sorted(GATE_METRICS)}"
+        )
+
+
+class AbsoluteThreshold(_Section):
+    """Bounds on the candidate's own value: `{min: 0.95}`, `{max: 50}` or both."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> AbsoluteThreshold:
+        if self.min is None and self.max is None:
+            raise ValueError("an absolute threshold needs 'min' and/or 'max'")
+        return self
+
+
+class ChangeThreshold(_Section):
+    """How much worse than the champion the candidate may be.
+
+    `max_regression` is in the metric's unit (`relative: false`) or a fraction of the champion's
+    value (`relative: true`, e.g. 0.2 = 20 %). 0 means "at least as good as the champion".
+    """
+
+    max_regression: float = Field(0.0, ge=0.0)
+    relative: bool = False
+    better: Literal["higher", "lower"] | None = Field(
+        None, description="which direction is better; default: the metric's own (GATE_METRICS)"
+    )
+
+
+class GateConfig(_Section):
+    """The evaluation gate: thresholds, champion and mode. No thresholds is an error, not a pass."""
+
+    run_mode: Literal["enabled", "dry_run", "disabled"] = Field(
+        "enabled", description="dry_run reports the verdict but never fails the pipeline"
+    )
+    absolute: dict[str, AbsoluteThreshold] = Field(
+        default_factory=dict, description="metric -> {min, max} on the candidate itself"
+    )
+    change: dict[str, ChangeThreshold] = Field(
+        default_factory=dict, description="metric -> allowed regression against the champion"
+    )
+    champion_repository: str | None = Field(
+        None,
+        description="model repository holding the champion (<base>/models.config, "
+        "<base>/<model_name>/<version>/); default: serving.model_repository",
+    )
+    champion_label: str = Field("stable", pattern=r"^[A-Za-z0-9_-]+$")
+    latency_runs: int = Field(50, ge=5, le=10000, description="timed calls per batch size")
+
+    @model_validator(mode="after")
+    def _known_metrics(self) -> GateConfig:
+        _check_gate_metrics(self.absolute, "gate.absolute")
+        _check_gate_metrics(self.change, "gate.change")
+        return self
+
+
+class ServingEnvironment(_Section):
+    """Where one deploy target (`tfship deploy --to <name>`) lives; unset fields fall back to
+    the `serving` section's own values."""
+
+    model_repository: str | None = Field(None, description="path or s3://bucket/prefix")
+    server_model_repository: str | None = None
+    rest_url: str | None = Field(None, description="TF Serving REST base, e.g. http://tfs:8501")
+    grpc_target: str | None = Field(None, description="TF Serving gRPC host:port (config reloads)")
+
+
+class ServingConfig(_Section):
+    """Model repository and TF Serving (publish, deploy, promote, rollback, validate)."""
+
+    model_repository: str = Field("models", description="path or s3://bucket/prefix")
+    server_model_repository: str | None = Field(
+        None,
+        description="the repository as the model server sees it, used for base_path in "
+        "models.config (e.g. /models in the compose container); default: model_repository",
+    )
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, ...)")
+    rest_url: str | None = Field(None, description="TF Serving REST base; unset = offline deploy")
+    grpc_target: str | None = Field(None, description="TF Serving gRPC host:port")
+    request_timeout_seconds: float = Field(10.0, gt=0)
+    connect_retries: int = Field(3, ge=0, le=20, description="retries on connection errors")
+    retry_backoff_seconds: float = Field(0.5, ge=0)
+    load_deadline_seconds: float = Field(
+        600.0, gt=0, description="wait for AVAILABLE; allow for TF Serving's load retries"
+    )
+    poll_interval_seconds: float = Field(0.5, gt=0)
+    retention: int = Field(3, ge=2, description="versions kept on disk (labelled ones always)")
+    tolerance: float | None = Field(None, gt=0, description="default: the manifest's tolerance")
+    latency_requests: int = Field(50, ge=1, le=10000, description="`validate` latency sample")
+    allow_ungated: bool = Field(False, description="deploy without evaluation/gate.json")
+    environments: dict[str, ServingEnvironment] = Field(
+        default_factory=lambda: {
+            "staging": ServingEnvironment(),
+            "production": ServingEnvironment(),
+        }
+    )
+
+
+class ScanSeverity(StrEnum):
+    """Trivy's severities, lowest first (the order is the gate's order)."""
+
+    UNKNOWN = "UNKNOWN"
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+    CRITICAL = "CRITICAL"
+
+    @property
+    def rank(self) -> int:
+        return list(ScanSeverity).index(self)
+
+
+class ScanScanner(StrEnum):
+    VULN = "vuln"
+    SECRET = "secret"
+    MISCONFIG = "misconfig"
+
+
+class ScanConfig(_Section):
+    """Security scanning with Trivy (`tfship scan`, and the scan stage of `tfship run`)."""
+
+    enabled: bool = Field(True, description="run the scan stage in `tfship run`")
+    fail_on: ScanSeverity = Field(
+        ScanSeverity.CRITICAL, description="findings at or above this severity fail (exit 10)"
+    )
+    report: ScanSeverity = Field(
+        ScanSeverity.HIGH, description="lowest severity listed in the reports and summary"
+    )
+    allowlist: Path = Field(
+        Path(".trivyignore.yaml"),
+        description="Trivy YAML ignore file; every entry needs `statement` and `expired_at`",
+    )
+    timeout_seconds: int = Field(
+        900, ge=10, le=6 * 3600, description="trivy --timeout (TF images exceed its 5 min default)"
+    )
+    cache_dir: Path | None = Field(
+        None, description="trivy --cache-dir (DB, checks); default ~/.cache/trivy"
+    )
+    offline: bool = Field(
+        False,
+        description="never download: --skip-db-update --skip-java-db-update --offline-scan"
+        " --skip-check-update (the DB must already be in cache_dir)",
+    )
+    scanners: tuple[ScanScanner, ...] = Field(
+        (ScanScanner.VULN, ScanScanner.SECRET), min_length=1, description="for `image` and `fs`"
+    )
+    ignore_unfixed: bool = Field(False, description="drop vulnerabilities that have no fix yet")
+    skip_dirs: tuple[str, ...] = Field(
+        (".git", ".venv", "venv", "node_modules", "runs", "build", ".gitlab-ci-local", ".cache"),
+        description="trivy --skip-dirs for `fs` and `config` scans",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upper_severities(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for key in ("fail_on", "report"):
+                if isinstance(data.get(key), str):
+                    data[key] = data[key].upper()
+        return data
+
+    @model_validator(mode="after")
+    def _report_covers_gate(self) -> ScanConfig:
+        if self.report.rank > self.fail_on.rank:
+            raise ValueError(
+                f"scan.report ({self.report.value}) must not be above scan.fail_on "
+                f"({self.fail_on.value}): findings that fail the scan must appear in its report"
+            )
+        return self

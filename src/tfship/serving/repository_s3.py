@@ -1,0 +1,214 @@
+"""Model repository on S3 (or an S3-compatible store): publish by copy, `saved_model.pb` last."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tfship.errors import InfraError
+from tfship.serving.repository import (
+    CHUNK,
+    META_DIR,
+    READY_FILE,
+    TMP_PREFIX,
+    FileManifest,
+    ModelRepository,
+    manifest_diff,
+)
+
+
+class S3Repository(ModelRepository):
+    """`s3://bucket/prefix`. Credentials come from boto3's own chain (environment, profile,
+    instance role); only the endpoint is configurable here."""
+
+    def __init__(self, url: str, *, endpoint_url: str | None = None, client: Any = None) -> None:
+        import boto3
+        from botocore.config import Config
+
+        if not url.startswith("s3://"):
+            raise ValueError(f"not an s3:// URL: {url}")
+        bucket, _, prefix = url[5:].partition("/")
+        self.url = url.rstrip("/")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
+        self.s3 = client or boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            config=Config(
+                connect_timeout=10, read_timeout=60, retries={"max_attempts": 5, "mode": "standard"}
+            ),
+        )
+
+    def _key(self, *parts: str) -> str:
+        return "/".join(p.strip("/") for p in (self.prefix, *parts) if p)
+
+    def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(**kwargs)
+        except ClientError:
+            raise
+        except BotoCoreError as exc:
+            raise InfraError(
+                f"S3 {what} on {self.url} failed: {exc}",
+                hint=f"check serving.s3_endpoint_url ({self.endpoint_url or 'AWS default'}), "
+                "network access and the AWS_* credentials in the environment",
+            ) from exc
+
+    def _list(self, prefix: str, delimiter: str | None = None) -> Iterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        if delimiter:
+            kwargs["Delimiter"] = delimiter
+        paginator = self.s3.get_paginator("list_objects_v2")
+        try:
+            yield from self._call("list", lambda **kw: list(paginator.paginate(**kw)), **kwargs)
+        except Exception as exc:
+            if isinstance(exc, InfraError):
+                raise
+            raise InfraError(
+                f"cannot list {self.url}/{prefix}: {exc}",
+                hint="check the bucket exists and the credentials may list it",
+            ) from exc
+
+    def versions(self, model: str) -> list[int]:
+        out = set()
+        for page in self._list(self._key(model) + "/", "/"):
+            for cp in page.get("CommonPrefixes", []):
+                name = cp["Prefix"].rstrip("/").rsplit("/", 1)[-1]
+                if name.isdigit():
+                    out.add(int(name))
+        return sorted(out)
+
+    def _objects(self, prefix: str) -> dict[str, int]:
+        prefix = prefix.rstrip("/") + "/"
+        return {
+            o["Key"][len(prefix) :]: o["Size"]
+            for page in self._list(prefix)
+            for o in page.get("Contents", [])
+        }
+
+    def is_complete(self, model: str, version: int) -> bool:
+        return READY_FILE in self._objects(self._key(model, str(version)))
+
+    def _sha256(self, key: str) -> str:
+        head = self.s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        if head.get("ChecksumSHA256") and "-" not in head["ChecksumSHA256"]:
+            return base64.b64decode(head["ChecksumSHA256"]).hex()
+        h = hashlib.sha256()  # no stored checksum (older object, other tool): hash the bytes
+        body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+        for chunk in iter(lambda: body.read(CHUNK), b""):
+            h.update(chunk)
+        return h.hexdigest()
+
+    def _manifest(self, prefix: str) -> FileManifest:
+        return {
+            rel: (size, self._sha256(f"{prefix}/{rel}"))
+            for rel, size in sorted(self._objects(prefix).items())
+        }
+
+    def version_manifest(self, model: str, version: int) -> FileManifest:
+        return self._manifest(self._key(model, str(version)))
+
+    def _upload_tmp(self, model: str, version: int, export_dir: Path) -> str:
+        tmp = f"{TMP_PREFIX}{version}-{uuid.uuid4().hex[:12]}"
+        for path in sorted(export_dir.rglob("*")):
+            if path.is_file():
+                key = self._key(model, tmp, path.relative_to(export_dir).as_posix())
+                with path.open("rb") as fh:
+                    self._call(
+                        "upload",
+                        self.s3.put_object,
+                        Bucket=self.bucket,
+                        Key=key,
+                        Body=fh,
+                        ChecksumAlgorithm="SHA256",
+                    )
+        return tmp
+
+    def _tmp_manifest(self, model: str, tmp: str) -> FileManifest:
+        return self._manifest(self._key(model, tmp))
+
+    def _make_visible(self, model: str, version: int, tmp: str, manifest: FileManifest) -> bool:
+        src, dst = self._key(model, tmp), self._key(model, str(version))
+        # saved_model.pb last: until it exists the version cannot be loaded, only retried.
+        order = sorted(manifest, key=lambda rel: (rel == READY_FILE, rel))
+        for rel in order:
+            self._call(
+                "copy",
+                self.s3.copy_object,
+                Bucket=self.bucket,
+                Key=f"{dst}/{rel}",
+                CopySource={"Bucket": self.bucket, "Key": f"{src}/{rel}"},
+                ChecksumAlgorithm="SHA256",
+            )
+        got = self._manifest(dst)
+        if got != manifest:
+            raise InfraError(
+                f"{self.url}/{dst} does not match what was uploaded "
+                f"({manifest_diff(manifest, got)})",
+                hint="another writer published the same version concurrently, or "
+                "the store is inconsistent; inspect it before publishing again",
+            )
+        return True
+
+    def _delete_prefix(self, prefix: str) -> None:
+        keys = [{"Key": f"{prefix}/{rel}"} for rel in self._objects(prefix)]
+        # saved_model.pb first, so a half-deleted version is never loadable.
+        keys.sort(key=lambda k: not k["Key"].endswith("/" + READY_FILE))
+        for i in range(0, len(keys), 1000):
+            self._call(
+                "delete",
+                self.s3.delete_objects,
+                Bucket=self.bucket,
+                Delete={"Objects": keys[i : i + 1000], "Quiet": True},
+            )
+
+    def _discard_tmp(self, model: str, tmp: str) -> None:
+        self._delete_prefix(self._key(model, tmp))
+
+    def delete_version(self, model: str, version: int) -> None:
+        self._delete_prefix(self._key(model, str(version)))
+
+    def read_text(self, relpath: str) -> str | None:
+        try:
+            obj = self.s3.get_object(Bucket=self.bucket, Key=self._key(relpath))
+        except self.s3.exceptions.NoSuchKey:
+            return None
+        return obj["Body"].read().decode("utf-8")
+
+    def write_text(self, relpath: str, text: str) -> None:
+        # A single PUT is atomic on S3: readers get the old object or the new one.
+        self._call(
+            "write",
+            self.s3.put_object,
+            Bucket=self.bucket,
+            Key=self._key(relpath),
+            Body=text.encode("utf-8"),
+        )
+
+    def append_log(self, model: str, record: dict[str, Any]) -> None:
+        # Objects cannot be appended to: one object per record, named to sort by time.
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
+        self._call(
+            "write",
+            self.s3.put_object,
+            Bucket=self.bucket,
+            Key=self._key(model, META_DIR, "deploy-log", name),
+            Body=json.dumps(record, sort_keys=True, default=str).encode(),
+        )
+
+    def read_log(self, model: str) -> list[dict[str, Any]]:
+        prefix = self._key(model, META_DIR, "deploy-log")
+        out = []
+        for rel in sorted(self._objects(prefix)):
+            body = self.s3.get_object(Bucket=self.bucket, Key=f"{prefix}/{rel}")["Body"].read()
+            out.append(json.loads(body))
+        return out

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tfship import pipeline
+from tfship.cli import main
+from tfship.config import load_config
+from tfship.errors import ConfigError
+from tfship.rundir import RunDir
+
+
+def test_fresh_refuses_to_delete_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "precious.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="does not look like a run directory"):
+        pipeline.run_pipeline(load_config(None, env={}), RunDir(project), fresh=True)
+    assert (project / "precious.txt").read_text() == "keep me"
+
+
+def test_run_stops_at_the_first_stage_with_a_non_zero_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    class Verdict:
+        exit_code = 7
+
+    def stage(name: str, result: object):
+        def run(cfg, run_dir):
+            calls.append(name)
+            return result
+
+        return run
+
+    monkeypatch.setattr(
+        pipeline,
+        "STAGES",
+        [
+            ("a", stage("a", None)),
+            ("gate", stage("gate", Verdict())),
+            ("deploy", stage("deploy", None)),
+        ],
+    )
+    result = pipeline.run_pipeline(load_config(None, env={}), RunDir(tmp_path / "run"))
+    assert calls == ["a", "gate"]
+    assert result.exit_code == 7
+    assert (tmp_path / "run" / "config.resolved.yaml").is_file()
+
+
+def test_unknown_stage_to_skip_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--skip", "trian"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'trian'" in capsys.readouterr().err
