@@ -14,16 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # for tests.helpers (run as a script from anywhere)
+
+from tests.helpers.moto import moto_server  # noqa: E402
+
 BUCKET = "tfship-bench"
 AWS = {
     "AWS_ACCESS_KEY_ID": "bench",
@@ -57,28 +59,6 @@ run_train(cfg, RunDir(__import__("pathlib").Path(sys.argv[1])))
 print(json.dumps({"seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0,
                   "parts": parts}))
 """
-
-
-def start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-            return proc, url
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise SystemExit("moto_server did not start within 30 s") from None
-            time.sleep(0.1)
 
 
 PARTS: list[dict[str, float]] = []
@@ -120,10 +100,10 @@ def main() -> int:
     args = ap.parse_args()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_ENABLE_ONEDNN_OPTS="0", **AWS)
     os.environ.update(AWS)
-    moto, endpoint = start_moto()
-    try:
+    with moto_server() as moto:
         import boto3
 
+        endpoint = moto.url
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
         off: list[tuple[float, float]] = []
         on: list[tuple[float, float]] = []
@@ -161,9 +141,6 @@ def main() -> int:
                 t0 = time.perf_counter()
                 step = restore_latest(Path(tmp, f"fresh-{i}", "checkpoints"), store)
                 restores.append(time.perf_counter() - t0)
-    finally:
-        moto.terminate()
-        moto.wait(timeout=10)
     # min: on a shared machine the fastest run is the one least disturbed by other load.
     w_off, w_on = min(w for w, _ in off), min(w for w, _ in on)
     c_off, c_on = statistics.median(c for _, c in off), statistics.median(c for _, c in on)

@@ -31,9 +31,10 @@ def main() -> int:
 
     import numpy as np
 
+    from tfship.artifacts import latest_export
     from tfship.config import load_config
     from tfship.data import load_splits
-    from tfship.evaluate import evaluate_saved_model, latest_export
+    from tfship.evaluate import evaluate_saved_model
     from tfship.rundir import RunDir
 
     tmp = None
@@ -52,7 +53,7 @@ def main() -> int:
         print(
             f"(setup: trained {args.epochs} epochs + exported in {time.perf_counter() - t0:.1f} s)"
         )
-    model = latest_export(run_dir)
+    model = latest_export(run_dir.export)
     splits = load_splits(cfg)
     x, y = splits.x_test, splits.y_test
 

@@ -3,26 +3,33 @@
 The champion is the version of `project.model_name` labelled `gate.champion_label` (default
 `stable`) in the model repository's `models.config`, TF Serving's own text-proto model config
 (`model_config_list { config { name, base_path, version_labels { key: "stable" value: 3 } } }`),
-or a SavedModel directory given explicitly. Repository (`gate.champion_repository`, default
-`serving.model_repository`): `<base>/models.config` and
-`<base>/<model_name>/<version>/` (the deploy stage's layout).
+or a SavedModel directory given explicitly (`--champion DIR`, always first). Repository
+(`gate.champion_repository`, default `serving.model_repository`): a local path or
+`s3://bucket/prefix`, opened with `open_repository()` like the deploy stage's; a version in an
+object store is downloaded to a scratch directory and verified (sizes + sha256) before scoring.
 
-No repository, no `models.config`, or no label yet means "first run": that is reported, never
-silently treated as a pass of the change thresholds.
+A repository without `models.config` or without the label means "first run": that is
+reported, never silently treated as a pass of the change thresholds. In CI (`CI` set) a local
+repository that does not exist means the job was not given the repository at all, which is said
+loudly (`no_repository`), not passed off as a first run.
 """
 
 from __future__ import annotations
 
-import json
+import atexit
+import logging
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tfship import env as envvars
+from tfship.artifacts import MODELS_CONFIG, manifest_if_any
 from tfship.config import PipelineConfig
-from tfship.errors import ConfigError, ModelError
+from tfship.errors import ModelError
 
-MANIFEST = Path("assets.extra") / "tfship-manifest.json"
-MODELS_CONFIG = "models.config"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,17 +49,9 @@ class ChampionLookup:
 
     champion: Champion | None
     note: str
-
-
-def read_manifest(saved_model: Path) -> dict[str, Any] | None:
-    path = saved_model / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    # True when, in CI, the repository points nowhere: the change thresholds were skipped
+    # because nothing was configured, not because this is the first model.
+    no_repository: bool = False
 
 
 def _check_saved_model(path: Path, what: str) -> None:
@@ -67,25 +66,39 @@ def from_path(path: str | Path) -> Champion:
     p = Path(path)
     _check_saved_model(p, "champion")
     version = int(p.name) if p.name.isdigit() else None
-    return Champion(str(p), version, "path", None, read_manifest(p))
+    return Champion(str(p), version, "path", None, manifest_if_any(p))
 
 
-def _labelled_version(
-    text: str, origin: str, model_name: str, label: str
-) -> tuple[int | None, str]:
+def _labelled_version(text: str, origin: str, model_name: str, label: str) -> int | None:
     from tfship.serving.models_config import parse
 
     for entry in parse(text, origin=origin).model_config_list.config:
         if entry.name == model_name:
-            return (
-                int(entry.version_labels[label]) if label in entry.version_labels else None,
-                entry.base_path,
-            )
-    return None, ""
+            return int(entry.version_labels[label]) if label in entry.version_labels else None
+    return None
 
 
-def resolve_champion(cfg: PipelineConfig, explicit: str | Path | None = None) -> ChampionLookup:
-    """Explicit path first, else the labelled version in `gate.champion_repository`."""
+def _scratch() -> Path:
+    """A temporary directory removed at exit (callers without their own scratch space)."""
+    path = Path(tempfile.mkdtemp(prefix="tfship-champion-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def resolve_champion(
+    cfg: PipelineConfig,
+    explicit: str | Path | None = None,
+    *,
+    scratch: Path | None = None,
+    environ: Any = None,
+) -> ChampionLookup:
+    """Explicit path first, else the labelled version in `gate.champion_repository`.
+
+    `scratch`: where a champion from an object store is downloaded (default: a temporary
+    directory removed at exit). `environ`: the environment to read `CI` from (tests).
+    """
+    from tfship.serving.repository import open_repository
+
     if explicit:
         champ = from_path(explicit)
         return ChampionLookup(champ, f"champion given explicitly: {champ.path}")
@@ -93,34 +106,35 @@ def resolve_champion(cfg: PipelineConfig, explicit: str | Path | None = None) ->
     label = cfg.gate.champion_label
     name = cfg.project.model_name
     origin = f"{base.rstrip('/')}/{MODELS_CONFIG}"
-    if "://" in base:
-        from tfship.serving.repository import open_repository
-
-        repo = open_repository(base, s3_endpoint_url=cfg.serving.s3_endpoint_url)
-        text = repo.read_text(MODELS_CONFIG)
-    else:
-        config_file = Path(base) / MODELS_CONFIG
-        text = config_file.read_text(encoding="utf-8") if config_file.is_file() else None
+    if "://" not in base and not Path(base).is_dir() and envvars.ci_context(environ).get("CI"):
+        note = (
+            f"no model repository configured: {base} does not exist in this CI job, so there "
+            "is no champion and the change thresholds were skipped; set "
+            "gate.champion_repository (or serving.model_repository) to the repository the "
+            "deploy job publishes to"
+        )
+        log.warning("%s", note)
+        return ChampionLookup(None, note, no_repository=True)
+    repo = open_repository(base, s3_endpoint_url=cfg.serving.s3_endpoint_url)
+    text = repo.read_text(MODELS_CONFIG)
     if text is None:
         return ChampionLookup(None, f"first run: no {origin} yet, so no `{label}` model")
-    version, base_path = _labelled_version(text, origin, name, label)
+    version = _labelled_version(text, origin, name, label)
     if version is None:
         return ChampionLookup(
             None, f"first run: no version of '{name}' is labelled `{label}` in {origin}"
         )
-    if "://" in base:
-        # Scoring needs the SavedModel on local disk; a silent "first run" would skip the
-        # change thresholds, so this is an error with the way out.
-        raise ConfigError(
-            f"the champion ({name} version {version}, `{label}`) is in {base}; the gate "
-            "evaluates champions from a local directory",
-            hint=f"copy {base}/{name}/{version} locally and pass --champion <dir>, or set "
-            "gate.champion_repository to a local mirror of the repository",
+    if not repo.is_complete(name, version):
+        raise ModelError(
+            f"`{label}` version {version} of '{name}' is not in {repo.location(name, version)} "
+            "(no saved_model.pb)",
+            hint="re-publish that version, or fix the label in models.config",
         )
-    # models.config may hold the path the server sees (e.g. /models/digits in a container);
-    # prefer it when it exists here, else the repository's own <base>/<model_name>.
-    model_dir = Path(base_path) if base_path and Path(base_path).is_dir() else Path(base) / name
-    path = model_dir / str(version)
+    from tfship.serving.repository_local import LocalRepository
+
+    if scratch is None and not isinstance(repo, LocalRepository):
+        scratch = _scratch()
+    path = repo.local_copy(name, version, scratch or Path("."))
     _check_saved_model(path, f"`{label}` version {version} of '{name}':")
-    champ = Champion(str(path), version, "repository", label, read_manifest(path))
+    champ = Champion(str(path), version, "repository", label, manifest_if_any(path))
     return ChampionLookup(champ, f"champion: version {version} labelled `{label}` in {base}")

@@ -5,12 +5,16 @@ Layout under `checkpoint.dir` (default `<run dir>/checkpoints`):
     checkpoint, ckpt-<step>.*   tf.train.CheckpointManager generations (model, optimizer, step)
     best/                       the best by `checkpoint.best_metric` (model, step) + best.json
     run.json                    what these checkpoints belong to; a resume with a different
-                                data/model config or per-replica batch is refused
+                                data/model config or per-replica batch is refused, and so is a
+                                resume of generations that have no run.json next to them
+    corrupt/ckpt-<step>-<time>-*/  generations that failed to restore, set aside, kept
 
 TensorFlow writes a checkpoint's data files first and then replaces the `checkpoint` state file
-atomically, so "latest" never names a half-written generation. Under MultiWorkerMirroredStrategy
-every worker saves at the same steps; non-chief workers write to a temporary directory that is
-removed right after (TensorFlow's multi-worker guide), so only the chief's files persist.
+atomically, so "latest" never names a half-written generation. One damaged later (a truncated
+shard, a bad disk, a partial copy) is skipped on resume for the newest generation that restores.
+Under MultiWorkerMirroredStrategy every worker saves at the same steps; non-chief workers write
+to a temporary directory that is removed right after (TensorFlow's multi-worker guide), so only
+the chief's files persist.
 Resuming a multi-worker run needs `checkpoint.dir` on storage every worker can read.
 """
 
@@ -19,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import re
 import shutil
 import tempfile
 import time
@@ -40,11 +46,39 @@ GUARD_FILE = "run.json"
 BEST_DIR = "best"
 BEST_FILE = "best.json"
 GUARD_SCHEMA = "tfship-checkpoints/1"
+CORRUPT_DIR = "corrupt"
+_GENERATION = re.compile(r"^ckpt-(\d+)$")
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 def checkpoint_dir(cfg: PipelineConfig, run_dir: RunDir) -> Path:
     return Path(cfg.checkpoint.dir) if cfg.checkpoint.dir else run_dir.checkpoints
+
+
+def _step_of(prefix: str) -> int:
+    return int(prefix.rsplit("-", 1)[1])
+
+
+def generations(directory: Path) -> list[str]:
+    """Checkpoint prefixes in `directory`, newest (highest step) first.
+
+    The generations the `checkpoint` state file lists, plus any ckpt-<n>.index on disk: the state
+    file itself may be missing or unreadable (TensorFlow then returns no state at all), and
+    `tf.train.latest_checkpoint` returns None when the newest index is gone, which would make
+    damaged checkpoints look like a fresh start.
+    """
+    names: set[str] = set()
+    try:
+        state = tf.train.get_checkpoint_state(str(directory))
+    except ValueError:  # a state file without model_checkpoint_path
+        state = None
+    if state is not None:
+        names.update(Path(p).name for p in state.all_model_checkpoint_paths)
+        names.add(Path(state.model_checkpoint_path).name)
+    if directory.is_dir():
+        names.update(p.name.removesuffix(".index") for p in directory.glob("ckpt-*.index"))
+    found = [n for n in names if _GENERATION.match(n)]
+    return [str(directory / n) for n in sorted(found, key=lambda n: _step_of(n), reverse=True)]
 
 
 def guard_record(
@@ -88,10 +122,26 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def check_guard(directory: Path, record: dict[str, Any]) -> None:
-    """Refuse to resume checkpoints written for another data/model config or batch size."""
+    """Refuse to resume checkpoints written for another data/model config or batch size, or
+    checkpoints whose run.json is missing (nothing says what they were trained with).
+
+    A checkpoint backup restored onto a fresh runner brings run.json back with the generation
+    (tfship.backup uploads it as an extra of every generation), so it passes as usual.
+    """
     path = directory / GUARD_FILE
-    if not path.is_file() or tf.train.latest_checkpoint(str(directory)) is None:
+    found = generations(directory)
+    if not found:
         return
+    if not path.is_file():
+        names = ", ".join(Path(p).name for p in found)
+        raise ConfigError(
+            f"{directory} holds training checkpoints ({names}) but no {GUARD_FILE}, which records "
+            "the data/model config they were trained with, so tfship cannot tell whether "
+            "resuming them is safe",
+            hint=f"delete {directory} or start over with `tfship run --fresh` or a new run "
+            f"(--set run.run_id=<new id>); if the checkpoints are this run's, put back the "
+            f"{GUARD_FILE} that was next to them",
+        )
     old = read_json(path)
     if old.get("fingerprint") == record["fingerprint"]:
         return
@@ -176,9 +226,8 @@ class TrainingCheckpoints:
         else:
             self._tmp = Path(tempfile.mkdtemp(prefix="tfship-worker-ckpt-"))
             write_dir = self._tmp
-        self.manager = tf.train.CheckpointManager(
-            writer, str(write_dir), max_to_keep=ccfg.keep, checkpoint_name="ckpt"
-        )
+        self._writer, self._write_dir = writer, write_dir
+        self.manager = self._new_manager()
         self.best_manager = tf.train.CheckpointManager(
             best_writer, str(write_dir / BEST_DIR), max_to_keep=1, checkpoint_name="best"
         )
@@ -199,18 +248,105 @@ class TrainingCheckpoints:
         """Restore the newest generation (every worker reads the chief's directory).
 
         Returns the restored step, or None when there is nothing to resume. The guard is
-        checked first, and written for a fresh start.
+        checked first, and written for a fresh start. A generation that fails to restore is
+        skipped with a warning and the next older one tried; the chief then sets the failed
+        ones aside (see `_set_aside`). ModelError when none restores.
         """
         check_guard(self.directory, self.guard)
-        latest = tf.train.latest_checkpoint(str(self.directory))
-        if latest is None:
+        candidates = generations(self.directory)
+        if not candidates:
             if self.chief:
                 atomic_write_json(self.directory / GUARD_FILE, self.guard)
             return None
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        failed: list[tuple[str, str]] = []
+        for i, prefix in enumerate(candidates):
+            try:
+                self.checkpoint.restore(prefix).assert_existing_objects_matched()
+            # Damage surfaces as many types (OpError, DataLossError, IndexError for a truncated
+            # shard, AssertionError, ValueError): any failure means "not this generation". A
+            # partly applied restore is overwritten in full by the next generation tried.
+            except Exception as exc:
+                why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}"
+                failed.append((prefix, why))
+                log.warning(
+                    "checkpoint %s cannot be restored (%s); %s",
+                    prefix,
+                    why,
+                    "trying the previous generation" if i + 1 < len(candidates) else "none left",
+                )
+                continue
+            break
+        else:
+            raise ModelError(
+                f"none of the checkpoints in {self.directory} can be restored: "
+                + "; ".join(f"{Path(p).name}: {why}" for p, why in failed),
+                hint=f"delete {self.directory} to train from scratch, or start over with "
+                "`tfship run --fresh` or a new run (--set run.run_id=<new id>)",
+            )
+        if failed and self.chief:
+            self._set_aside(failed, restored=prefix, candidates=candidates)
         step = int(self.step.numpy())
-        log.info("resumed from %s (step %d)", latest, step)
+        log.info("resumed from %s (step %d)", prefix, step)
         return step
+
+    def _set_aside(
+        self, failed: list[tuple[str, str]], *, restored: str, candidates: list[str]
+    ) -> None:
+        """Point the state file at the restored generation and move the failed ones aside.
+
+        Left in place, a failed generation would stay in the CheckpointManager's state (listed
+        as a kept generation, so it could be the only one left after the next sweep), and the
+        next save with the same step number would overwrite its files: the evidence of what
+        went wrong would be lost without a word. Moved to corrupt/ckpt-<n>-<UTC time>-*/, they stay
+        available for inspection, are never resumed or backed up again, and are deleted only
+        with the checkpoint directory. The state file is rewritten first (atomically), so a
+        crash in between leaves the same decision to be made again on the next resume.
+        """
+        bad = {p for p, _ in failed}
+        kept = [
+            p for p in reversed(candidates) if p not in bad and _step_of(p) <= _step_of(restored)
+        ]
+        # Timestamps as before: CheckpointManager treats generations listed without one as
+        # preserved forever and drops them from its sweep (and from the state file's list).
+        try:
+            state = tf.train.get_checkpoint_state(str(self.directory))
+        except ValueError:
+            state = None
+        before: dict[str, float] = {}
+        if state is not None:  # the timestamps are absent from state files tfship.backup writes
+            paths, times = state.all_model_checkpoint_paths, state.all_model_checkpoint_timestamps
+            before = dict(zip(paths, times, strict=False))
+        now = time.time()
+        stamps = [min(before.get(p, now), now) for p in kept]
+        tf.compat.v1.train.update_checkpoint_state(
+            str(self.directory),
+            restored,
+            all_model_checkpoint_paths=kept,
+            all_model_checkpoint_timestamps=stamps,
+            last_preserved_timestamp=min(stamps) - 1.0,
+        )
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        for prefix in sorted(bad):
+            name = Path(prefix).name
+            files = [
+                f for f in self.directory.iterdir() if f.name.startswith(f"{name}.") and f.is_file()
+            ]
+            (self.directory / CORRUPT_DIR).mkdir(exist_ok=True)
+            # A new directory every time: a generation number can fail again in a later run.
+            aside = Path(
+                tempfile.mkdtemp(prefix=f"{name}-{stamp}-", dir=self.directory / CORRUPT_DIR)
+            )
+            for f in files:
+                os.replace(f, aside / f.name)
+            log.warning(
+                "moved the files of checkpoint %s that cannot be restored to %s", prefix, aside
+            )
+        self.manager = self._new_manager()  # re-reads the rewritten state file
+
+    def _new_manager(self) -> tf.train.CheckpointManager:
+        return tf.train.CheckpointManager(
+            self._writer, str(self._write_dir), max_to_keep=self.cfg.keep, checkpoint_name="ckpt"
+        )
 
     # -- saving ---------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tfship.artifacts import MANIFEST
 from tfship.config import DataConfig, DataSource, PipelineConfig
 from tfship.data import IMAGE_SUFFIXES, TFRECORD_SUFFIXES, FileEntry
 from tfship.errors import ConfigError, DataError, ExitCode
@@ -29,7 +30,6 @@ MANIFEST_FILE = "data.manifest.json"
 # The export stage copies data.manifest.json here (exports made before it did hold only
 # the tfship-manifest.json's data_fingerprint, so those are compared by fingerprint).
 EXPORT_DATA_MANIFEST = Path("assets.extra") / "tfship-data-manifest.json"
-EXPORT_MANIFEST = Path("assets.extra") / "tfship-manifest.json"
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ def load_baseline(cfg: PipelineConfig, since: str) -> Baseline | None:
             p / MANIFEST_FILE,
             p / "data.json",
             p / EXPORT_DATA_MANIFEST,
-            p / EXPORT_MANIFEST,
+            p / MANIFEST,
         ]
     )
     for c in candidates:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tfship.champion import ChampionLookup, read_manifest, resolve_champion
+from tfship.artifacts import latest_export, manifest_if_any
+from tfship.champion import ChampionLookup, resolve_champion
 from tfship.config import PipelineConfig
 from tfship.errors import ModelError
 from tfship.fsutil import atomic_write_json
@@ -70,21 +72,6 @@ class EvaluateResult:
             lines.append(f"  champion accuracy {self.champion.metrics['accuracy']:.4f}")
         lines.append(f"  wrote {self.metrics_json}")
         return "\n".join(lines)
-
-
-def latest_export(run_dir: RunDir) -> Path:
-    """The highest numeric version under run_dir/export (TF Serving's own choice rule)."""
-    versions = (
-        [p for p in run_dir.export.iterdir() if p.is_dir() and p.name.isdigit()]
-        if run_dir.export.is_dir()
-        else []
-    )
-    if not versions:
-        raise ModelError(
-            f"no exported model under {run_dir.export}/ (expected <version>/saved_model.pb)",
-            hint="run `tfship export` first, or pass --model <SavedModel dir>",
-        )
-    return max(versions, key=lambda p: int(p.name))
 
 
 def _load_signature(path: Path) -> Any:
@@ -223,21 +210,36 @@ def run_evaluate(
 
     Writes `evaluation/metrics.json`.
     """
-    t0 = time.perf_counter()
-    candidate_path = Path(model) if model else latest_export(run_dir)
-    lookup: ChampionLookup = resolve_champion(cfg, champion)
-    if splits is None:
-        from tfship.data import load_splits
+    from tfship.serving.repository import tree_digest
 
-        splits = load_splits(cfg)
-    x, y, names = splits.x_test, splits.y_test, splits.class_names
-    runs = cfg.gate.latency_runs
-    cand = evaluate_saved_model(candidate_path, x, y, names, latency_runs=runs)
-    champ = None
-    if lookup.champion is not None:
-        champ = evaluate_saved_model(
-            lookup.champion.path, x, y, names, latency_runs=runs, version=lookup.champion.version
+    t0 = time.perf_counter()
+    candidate_path = (
+        Path(model)
+        if model
+        else latest_export(
+            run_dir.export, hint="run `tfship export` first, or pass --model <SavedModel dir>"
         )
+    )
+    # A champion from an object store is downloaded here and removed once scored.
+    with tempfile.TemporaryDirectory(prefix="tfship-champion-") as scratch:
+        lookup: ChampionLookup = resolve_champion(cfg, champion, scratch=Path(scratch))
+        if splits is None:
+            from tfship.data import load_splits
+
+            splits = load_splits(cfg)
+        x, y, names = splits.x_test, splits.y_test, splits.class_names
+        runs = cfg.gate.latency_runs
+        cand = evaluate_saved_model(candidate_path, x, y, names, latency_runs=runs)
+        champ = None
+        if lookup.champion is not None:
+            champ = evaluate_saved_model(
+                lookup.champion.path,
+                x,
+                y,
+                names,
+                latency_runs=runs,
+                version=lookup.champion.version,
+            )
     seconds = time.perf_counter() - t0
     out = run_dir.evaluation / "metrics.json"
     atomic_write_json(
@@ -247,7 +249,12 @@ def run_evaluate(
             "test_examples": len(y),
             "data_fingerprint": splits.fingerprint,
             "class_names": list(names),
-            "candidate": {**cand.__dict__, "manifest": read_manifest(candidate_path)},
+            "candidate": {
+                **cand.__dict__,
+                "manifest": manifest_if_any(candidate_path),
+                # What deploy checks gate.json against: the export it deploys must be this one.
+                "digest": tree_digest(candidate_path),
+            },
             "champion": None
             if champ is None
             else {
@@ -257,6 +264,7 @@ def run_evaluate(
                 "manifest": lookup.champion.manifest,
             },
             "champion_note": lookup.note,
+            "no_repository": lookup.no_repository,
             "machine": {
                 "cpus": os.cpu_count(),
                 "platform": platform.platform(),

@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 
 from tfship import env
+from tfship.artifacts import MANIFEST, WARMUP, numeric_versions
 from tfship.config import PipelineConfig
 from tfship.datachange import EXPORT_DATA_MANIFEST, MANIFEST_FILE
 from tfship.errors import DataError, ModelError
 from tfship.fsutil import atomic_write_json, read_json
 from tfship.rundir import RunDir
-from tfship.serving.golden import MANIFEST, WARMUP
 from tfship.verify import (  # verify_export is part of this stage's API too
     MAX_WARMUP_RECORDS,
     SIGNATURE,
@@ -91,12 +91,6 @@ def next_version(export_root: Path, scheme: str) -> int:
         # each time and collide with the version published by the previous pipeline.
         return max(int(time.time()), following)
     return following
-
-
-def numeric_versions(export_root: Path) -> list[int]:
-    if not export_root.is_dir():
-        return []
-    return sorted(int(p.name) for p in export_root.iterdir() if p.name.isdigit() and p.is_dir())
 
 
 def _git_info() -> dict[str, Any]:

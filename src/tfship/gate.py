@@ -262,6 +262,10 @@ def run_gate(
         override_reason=override_reason,
         environ=environ,
     )
+    # In CI without a repository there is no champion because nothing was configured: that
+    # is not a first run, and gate.json says so (`no_repository`, `champion_note`).
+    no_repository = bool(metrics.get("no_repository"))
+    first_run = champ is None and not no_repository
     out = run_dir.evaluation / "gate.json"
     atomic_write_json(
         out,
@@ -271,11 +275,14 @@ def run_gate(
             "exit_code": int(VERDICTS[verdict]),
             "run_mode": cfg.gate.run_mode,
             "model_name": cfg.project.model_name,
-            "first_run": champ is None,
+            "first_run": first_run,
+            "no_repository": no_repository,
             "champion_note": metrics.get("champion_note", ""),
+            # deploy refuses an export whose version or digest differs from this candidate.
             "candidate": {
                 "path": cand["path"],
                 "version": cand["version"],
+                "digest": cand.get("digest"),
                 "manifest": cand.get("manifest"),
             },
             "champion": None
@@ -297,7 +304,7 @@ def run_gate(
         verdict,
         cfg.gate.run_mode,
         tuple(checks),
-        champ is None,
+        first_run,
         metrics.get("champion_note", ""),
         override,
         out,

@@ -66,6 +66,11 @@ def render_markdown(gate: dict[str, Any], metrics: dict[str, Any], images: list[
     if champ:
         label = f" labelled `{champ['label']}`" if champ.get("label") else ""
         lines.append(f"Compared with the champion {_version(champ)}{label} on the same test split.")
+    elif gate.get("no_repository"):
+        lines.append(
+            "**Warning: no model repository configured: change thresholds skipped.** "
+            f"({gate['champion_note']})"
+        )
     else:
         lines.append(
             f"**First run: no champion.** Only absolute thresholds apply. ({gate['champion_note']})"

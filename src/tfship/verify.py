@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from tfship.artifacts import MANIFEST, WARMUP, read_manifest
 from tfship.datachange import EXPORT_DATA_MANIFEST
 from tfship.errors import ModelError
-from tfship.serving.golden import MANIFEST, WARMUP, compare, golden_inputs, read_manifest
+from tfship.serving.golden import compare, golden_inputs
 
 log = logging.getLogger(__name__)
 

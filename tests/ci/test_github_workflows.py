@@ -83,10 +83,13 @@ def evaluate(expression: str, context: dict[str, object]) -> object:
     return eval("".join(out), {"__builtins__": {}}, funcs)
 
 
-def caller_jobs(doc: dict, event: str, data_changed: bool | None) -> dict[str, dict]:
+def caller_jobs(
+    doc: dict, event: str, data_changed: bool | None, gate_exit: str = "0"
+) -> dict[str, dict]:
     """The jobs of a caller workflow that run for `event`, evaluating their `if:` in order.
 
     `data_changed`: what the data check reports (tfship data changed: exit 0 -> True, 12 -> False).
+    `gate_exit`: the exit code `tfship evaluate` reports when `train` ran (its gate-exit-code).
     A job without `if:` runs when every job it needs ran (implicit success()).
     """
     ran: dict[str, bool] = {}
@@ -101,6 +104,7 @@ def caller_jobs(doc: dict, event: str, data_changed: bool | None) -> dict[str, d
         context["__success__"] = all(ran[d] for d in needs)
         for dep in needs:
             context[f"needs.{dep}.result"] = "success" if ran[dep] else "skipped"
+        context["needs.train.outputs.gate-exit-code"] = gate_exit if ran.get("train") else ""
         if "needs.data-check.outputs.changed" not in context or data_changed is not None:
             context["needs.data-check.outputs.changed"] = (
                 "" if data_changed is None else str(data_changed).lower()
@@ -118,12 +122,16 @@ def _needs(job: dict) -> list[str]:
 
 
 def expand(
-    path: Path, event: str, prefix: str = "", data_changed: bool | None = None
+    path: Path, event: str, prefix: str = "", data_changed: bool | None = None, gate_exit: str = "0"
 ) -> dict[str, dict]:
     """Jobs that run for `event`, reusable workflows expanded to `<caller>/<job>`."""
     out: dict[str, dict] = {}
     doc = load(path)
-    jobs = doc["jobs"] if path.name.startswith("_") else caller_jobs(doc, event, data_changed)
+    jobs = (
+        doc["jobs"]
+        if path.name.startswith("_")
+        else caller_jobs(doc, event, data_changed, gate_exit)
+    )
     for name, job in jobs.items():
         uses = job.get("uses", "")
         if uses.startswith("./.github/workflows/"):
@@ -133,13 +141,14 @@ def expand(
     return out
 
 
-def pipeline(event: str, branch: str | None, data_changed: bool | None = None) -> dict[str, dict]:
+def pipeline(
+    event: str, branch: str | None, data_changed: bool | None = None, gate_exit: str = "0"
+) -> dict[str, dict]:
     jobs: dict[str, dict] = {}
     for path in FILES:
         if not path.name.startswith("_") and runs_for(load(path), event, branch):
-            jobs.update(
-                {f"{path.stem}:{k}": v for k, v in expand(path, event, "", data_changed).items()}
-            )
+            expanded = expand(path, event, "", data_changed, gate_exit)
+            jobs.update({f"{path.stem}:{k}": v for k, v in expanded.items()})
     return jobs
 
 
@@ -279,10 +288,63 @@ def test_only_deploy_jobs_hold_an_environment_and_production_needs_a_person() ->
     assert (
         load(WORKFLOWS / "train.yml")["jobs"]["deploy-staging"]["with"]["environment"] == "staging"
     )
-    assert deploy["concurrency"] == {
+    # the queue is the deploy job's, so train.yml's staging deploy and deploy.yml share it; the
+    # same group at workflow level as well would deadlock
+    job = load(WORKFLOWS / "_deploy.yml")["jobs"]["deploy"]
+    assert job["concurrency"] == {
         "group": "deploy-${{ inputs.environment }}",
         "cancel-in-progress": False,
     }
+    assert "concurrency" not in deploy
+
+
+@pytest.mark.parametrize(
+    ("gate_exit", "deploys"),
+    [
+        pytest.param("0", True, id="gate passed (exit 0) deploys staging"),
+        pytest.param("7", False, id="gate failed (exit 7) stops before staging"),
+        pytest.param("", False, id="no gate verdict (evaluate off or not reached) deploys nothing"),
+    ],
+)
+def test_staging_deploys_only_when_the_gate_let_the_model_through(
+    gate_exit: str, deploys: bool
+) -> None:
+    jobs = pipeline("push", "main", gate_exit=gate_exit)
+    assert ("train:deploy-staging/deploy" in jobs) is deploys
+    assert {f"train:{j}" for j in CHECKS | TRAIN} <= set(jobs)
+
+
+def test_gate_outcome_leaves_the_train_workflow_as_outputs_of_the_evaluate_job() -> None:
+    train = load(WORKFLOWS / "_train.yml")
+    outputs = triggers(train)["workflow_call"]["outputs"]
+    assert outputs["gate-exit-code"]["value"] == "${{ jobs.evaluate.outputs.exit-code }}"
+    assert outputs["gate-verdict"]["value"] == "${{ jobs.evaluate.outputs.verdict }}"
+    evaluate_job = train["jobs"]["evaluate"]
+    gate = next(s for s in evaluate_job["steps"] if s.get("id") == "gate")
+    assert gate["run"] == "ci/gate-verdict"
+    assert evaluate_job["outputs"] == {
+        "exit-code": "${{ steps.gate.outputs.exit-code }}",
+        "verdict": "${{ steps.gate.outputs.verdict }}",
+    }
+    staging = load(WORKFLOWS / "train.yml")["jobs"]["deploy-staging"]
+    assert staging["if"] == "${{ needs.train.outputs.gate-exit-code == '0' }}"
+
+
+def test_deploy_checks_the_train_runs_provenance_before_downloading_its_artifacts() -> None:
+    job = load(WORKFLOWS / "_deploy.yml")["jobs"]["deploy"]
+    steps = job["steps"]
+    check = next(i for i, s in enumerate(steps) if s.get("run") == "ci/check-train-run")
+    downloads = [
+        i for i, s in enumerate(steps) if s.get("uses", "").startswith("actions/download-artifact@")
+    ]
+    assert downloads and check < min(downloads)
+    assert steps[check]["if"] == "${{ inputs.run-id != '' }}"
+    assert steps[check]["env"]["RUN_ID"] == "${{ inputs.run-id }}"
+    assert steps[check]["env"]["REPO"] == "${{ github.repository }}"
+    # tfship's run directory is the train run's (gh-<run id>), not this deploy run's
+    assert job["env"]["TFSHIP_RUN_RUN_ID"] == "gh-${{ inputs.run-id || github.run_id }}"
+    for i in downloads:
+        assert steps[i]["with"]["run-id"] == "${{ inputs.run-id || github.run_id }}"
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
@@ -338,12 +400,18 @@ def test_untrusted_values_reach_shell_steps_only_through_env(path: Path) -> None
             assert "${{" not in step.get("run", ""), f"{path.name}:{name}: expression inside run:"
 
 
-@pytest.mark.parametrize(
-    "path", [p for p in FILES if not p.name.startswith("_")], ids=lambda p: p.name
-)
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_concurrency_groups_start_with_a_literal_prefix(path: Path) -> None:
-    group = load(path)["concurrency"]["group"]
-    assert re.match(r"^[a-z]+-\$\{\{", group), group
+    doc = load(path)
+    groups = [job["concurrency"]["group"] for job in doc["jobs"].values() if "concurrency" in job]
+    if "concurrency" in doc:
+        groups.append(doc["concurrency"]["group"])
+    elif path.name == "deploy.yml":
+        groups.append(load(WORKFLOWS / "_deploy.yml")["jobs"]["deploy"]["concurrency"]["group"])
+    elif not path.name.startswith("_"):
+        pytest.fail(f"{path.name} has no concurrency group")
+    for group in groups:
+        assert re.match(r"^[a-z]+-\$\{\{", group), group
 
 
 def test_reusable_workflows_take_typed_inputs() -> None:

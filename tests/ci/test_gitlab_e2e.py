@@ -141,9 +141,12 @@ def test_protected_branch_pipeline_trains_gates_deploys_staging_then_production_
     )
     assert gate["verdict"] == "passed", gate
     # each environment got its own model repository, with the same exported version
-    for repo in (staging, production):
-        versions = [p.name for p in (repo / "digits").iterdir() if p.name.isdigit()]
-        assert versions == ["1"], repo
+    published = {
+        repo: [p.name for p in (repo / "digits").iterdir() if p.name.isdigit()]
+        for repo in (staging, production)
+    }
+    assert all(len(v) == 1 for v in published.values()), published
+    assert published[staging] == published[production], published
     deploy = json.loads(
         next(iter(_artifact(root, "promote-production", "runs/*/deploy.json"))).read_text()
     )

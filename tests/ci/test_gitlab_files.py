@@ -57,3 +57,11 @@ def test_component_exposes_typed_inputs_and_includes_the_same_job_files() -> Non
     files = yaml.load(body, Loader=_Loader)["include"][0]["file"]
     local = [i["local"] for i in _load(ROOT / ".gitlab-ci.yml")["include"]]
     assert files == local
+
+
+def test_rollback_needs_nothing_from_its_pipeline_so_a_failed_gate_cannot_block_it() -> None:
+    jobs = _load(ROOT / "ci/gitlab/jobs-deploy.yml")
+    assert jobs["rollback-production"]["needs"] == []
+    # a deploy still needs the gate: staging waits for evaluate's verdict
+    staging_needs = {n["job"] for n in jobs["deploy-staging"]["needs"]}
+    assert {"train", "evaluate"} <= staging_needs

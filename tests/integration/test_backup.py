@@ -12,16 +12,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.moto import AWS_TEST_ENV, moto_fixture
 from tests.integration.backup_trainer import expected_weight
 from tfship.backup import remote_prefix, restore_latest
 from tfship.backup.store import open_store
@@ -30,43 +28,11 @@ from tfship.errors import ConfigError
 from tfship.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[2]
-MOTO = Path(sys.executable).parent / "moto_server"
 BUCKET = "tfship-backup-test"
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+AWS_ENV = AWS_TEST_ENV
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    if not MOTO.exists():
-        pytest.skip(f"{MOTO} not installed (pip install 'moto[server]')")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [str(MOTO), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"moto_server did not answer on {url} within 30 s")
-            time.sleep(0.1)
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+s3_endpoint = pytest.fixture(scope="module", name="s3_endpoint")(moto_fixture)
 
 
 @pytest.fixture()

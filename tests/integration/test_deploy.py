@@ -234,18 +234,48 @@ def test_canary_promote_rollback_move_stable_exactly_when_they_should(
     assert promoted.labels_after == {"canary": 2, "stable": 2}
     assert rolled.version == 1 and rolled.labels_after == {"canary": 1, "stable": 1}
     assert _answers_like(rest, model, "labels/stable", exports["v1"])
-    status = run_status(cfg)
+    status = run_status(cfg, last=50)
     assert status.labels == {"canary": 1, "stable": 1}
     assert status.server[1] == "AVAILABLE"
-    log = [(r["action"], r["status"]) for r in status.last_actions]
-    assert (
-        log[-3:] == [("promote", "ok"), ("retention", "ok"), ("rollback", "ok")]
-        or log[-2:] == [("promote", "ok"), ("rollback", "ok")]
-        or ("rollback", "ok") in log
-    )
+    # Every action logs `started` before it changes anything and `ok` once recorded; the
+    # rollback leaves 2 neither labelled nor previous-stable, so retention unloads it.
+    assert [(r["action"], r["status"]) for r in status.last_actions] == [
+        ("deploy", "started"),
+        ("deploy", "ok"),
+        ("deploy", "started"),
+        ("deploy", "ok"),
+        ("promote", "started"),
+        ("promote", "ok"),
+        ("rollback", "started"),
+        ("rollback", "ok"),
+        ("retention", "ok"),
+    ]
+    assert status.config_versions == [1]
     record = json.loads((exports["v2"].deploy_json).read_text())["record"]
     assert record["action"] == "rollback" and record["why"] == "bad business metric"
     assert record["who"] and record["labels_before"] == {"canary": 2, "stable": 2}
+
+
+def test_rollback_of_an_unpromoted_canary_drops_it_and_leaves_stable_alone(
+    server: Serving, exports, cfg_for
+) -> None:
+    rest = server.rest_url
+    cfg = cfg_for()
+    model = cfg.project.model_name
+    run_deploy(cfg, exports["v1"])
+    run_deploy(cfg, exports["v2"], promote=True)  # stable 2, previous stable 1
+    run_deploy(cfg, exports["v3"])  # canary 3, not promoted
+    assert run_status(cfg).labels == {"canary": 3, "stable": 2}
+
+    rolled = run_rollback(cfg, exports["v3"], reason="canary answers badly")
+    assert rolled.version == 2 and rolled.labels_after == {"canary": 2, "stable": 2}
+    assert rolled.removed_versions == [] and rolled.versions_after == [1, 2]
+    status = run_status(cfg)
+    assert status.labels == {"canary": 2, "stable": 2}
+    assert status.stable_history == [1, 2]  # stable never moved, so a later rollback -> 1
+    assert 3 not in status.config_versions  # the dropped canary is unloaded
+    assert _answers_like(rest, model, "labels/stable", exports["v2"])
+    assert _answers_like(rest, model, "labels/canary", exports["v2"])
 
 
 @pytest.mark.parametrize("broken", ["missing variables", "wrong signature", "NaN outputs"])

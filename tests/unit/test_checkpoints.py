@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 
 import keras
@@ -16,7 +18,7 @@ from tfship.checkpoints import (
 )
 from tfship.config import PipelineConfig
 from tfship.data import Splits
-from tfship.errors import ConfigError, ModelError
+from tfship.errors import ConfigError, ExitCode, ModelError
 from tfship.rundir import RunDir
 from tfship.train import run_train, weights_digest
 
@@ -186,3 +188,118 @@ def test_a_non_chief_worker_saves_to_a_temporary_directory_that_is_removed(tmp_p
 def test_an_unknown_best_metric_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"checkpoint\.best_metric='val_f1'"):
         small_keeper(make_cfg(checkpoint={"best_metric": "val_f1"}), RunDir(tmp_path))
+
+
+def corrupt(directory: Path, generation: str, how: str) -> None:
+    """Damage one generation the way a bad disk or a partial copy would."""
+    if how == "truncated data shard":
+        (shard,) = directory.glob(f"{generation}.data-*")
+        os.truncate(shard, 10)
+    elif how == "garbage index":
+        (directory / f"{generation}.index").write_bytes(b"not an sstable" * 8)
+    elif how == "missing index":
+        (directory / f"{generation}.index").unlink()
+    else:
+        raise ValueError(how)
+
+
+def saved_generations(cfg: PipelineConfig, run_dir: RunDir, steps=(4, 8)) -> dict[int, list]:
+    """Save one generation per step with recognisable weights; returns the weights by step."""
+    keeper, step = small_keeper(cfg, run_dir)
+    assert keeper.restore_latest() is None  # fresh: writes run.json
+    model = keeper.checkpoint.model
+    weights = {}
+    for n in steps:
+        model.set_weights([np.full(w.shape, float(n), np.float32) for w in model.weights])
+        step.assign(n)
+        keeper.save(n)
+        weights[n] = model.get_weights()
+    keeper.close()
+    return weights
+
+
+@pytest.mark.parametrize("how", ["truncated data shard", "garbage index", "missing index"])
+def test_a_corrupt_newest_generation_is_skipped_and_the_previous_one_restored(
+    tmp_path, caplog, how
+):
+    cfg, run_dir = make_cfg(), RunDir(tmp_path)
+    ckpts = run_dir.checkpoints
+    weights = saved_generations(cfg, run_dir)
+    corrupt(ckpts, "ckpt-8", how)
+    damaged = sorted(p.name for p in ckpts.glob("ckpt-8.*"))
+
+    keeper, step = small_keeper(cfg, run_dir)
+    with caplog.at_level(logging.WARNING, logger="tfship.checkpoints"):
+        assert keeper.restore_latest() == 4
+    assert int(step.numpy()) == 4
+    for got, want in zip(keeper.checkpoint.model.get_weights(), weights[4], strict=True):
+        np.testing.assert_array_equal(got, want)
+    warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert str(ckpts / "ckpt-8") in warning and "cannot be restored" in warning
+
+    # The state names the good generation, and the damaged files are kept aside, not deleted.
+    assert tf.train.latest_checkpoint(str(ckpts)) == str(ckpts / "ckpt-4")
+    assert state_steps(ckpts) == [4]
+    assert not list(ckpts.glob("ckpt-8.*"))
+    (aside,) = (ckpts / "corrupt").glob("ckpt-8-*")
+    assert sorted(p.name for p in aside.iterdir()) == damaged
+
+    # The next save with the same step number is a good generation again.
+    step.assign(8)
+    keeper.save(8)
+    assert state_steps(ckpts) == [4, 8]
+    again, step = small_keeper(cfg, run_dir)
+    assert again.restore_latest() == 8 and int(step.numpy()) == 8
+
+
+@pytest.mark.slow
+def test_training_resumes_from_the_previous_generation_when_the_newest_is_truncated(
+    tmp_path, caplog
+):
+    run_dir = RunDir(tmp_path / "run")
+    run_train(make_cfg(train={"max_steps": 8}), run_dir, splits=make_splits())
+    assert state_steps(run_dir.checkpoints) == [4, 8]
+    corrupt(run_dir.checkpoints, "ckpt-8", "truncated data shard")
+
+    with caplog.at_level(logging.WARNING, logger="tfship.checkpoints"):
+        result = run_train(make_cfg(), run_dir, splits=make_splits())
+    assert result.resumed_from_step == 4 and result.resumed_optimizer_iterations == 4
+    assert result.steps == 12 and result.optimizer_iterations == 12
+    assert any("ckpt-8" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert state_steps(run_dir.checkpoints) == [8, 12]
+    assert list((run_dir.checkpoints / "corrupt").glob("ckpt-8-*/ckpt-8.index"))
+
+
+def test_when_no_generation_restores_resume_fails_with_a_model_error_and_a_fix(tmp_path):
+    cfg, run_dir = make_cfg(), RunDir(tmp_path)
+    ckpts = run_dir.checkpoints
+    saved_generations(cfg, run_dir)
+    corrupt(ckpts, "ckpt-8", "truncated data shard")
+    corrupt(ckpts, "ckpt-4", "garbage index")
+
+    keeper, _ = small_keeper(cfg, run_dir)
+    with pytest.raises(ModelError) as err:
+        keeper.restore_latest()
+    assert err.value.exit_code == ExitCode.MODEL == 6
+    message = str(err.value)
+    assert f"none of the checkpoints in {ckpts} can be restored" in message
+    assert "ckpt-8: " in message and "ckpt-4: " in message
+    assert f"delete {ckpts}" in message and "tfship run --fresh" in message
+    assert "run.run_id" in message
+    # Nothing is moved when there is nothing to fall back to.
+    assert state_steps(ckpts) == [4, 8] and not (ckpts / "corrupt").exists()
+
+
+def test_checkpoints_without_run_json_are_refused_with_a_config_error(tmp_path):
+    cfg, run_dir = make_cfg(), RunDir(tmp_path)
+    saved_generations(cfg, run_dir)
+    (run_dir.checkpoints / "run.json").unlink()
+
+    keeper, _ = small_keeper(cfg, run_dir)
+    with pytest.raises(ConfigError) as err:
+        keeper.restore_latest()
+    assert err.value.exit_code == ExitCode.CONFIG
+    message = str(err.value)
+    assert f"{run_dir.checkpoints} holds training checkpoints (ckpt-8, ckpt-4)" in message
+    assert "no run.json" in message and "tfship run --fresh" in message
+    assert not (run_dir.checkpoints / "run.json").exists()  # not silently re-created

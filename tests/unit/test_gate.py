@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.helpers.moto import AWS_TEST_ENV, moto_fixture
 from tfship import cli
 from tfship.champion import resolve_champion
 from tfship.config import GateConfig, load_config
-from tfship.errors import ConfigError, ModelError
+from tfship.errors import ConfigError, InfraError, ModelError
 from tfship.fsutil import atomic_write_json
 from tfship.gate import decide, run_gate
 from tfship.mr_comment import post_report
@@ -447,6 +448,98 @@ def test_stable_label_pointing_at_a_missing_version_is_a_model_error(tmp_path):
     _repository(tmp_path, '    version_labels { key: "stable" value: 5 }\n')
     with pytest.raises(ModelError, match="version 5"):
         resolve_champion(load_config(overrides=[f"gate.champion_repository={tmp_path}"]))
+
+
+def test_in_ci_a_repository_that_does_not_exist_is_reported_not_called_a_first_run(
+    tmp_path, monkeypatch, run_dir
+):
+    monkeypatch.chdir(tmp_path)  # the default serving.model_repository, ./models, is absent
+    found = resolve_champion(load_config(), environ={"CI": "true"})
+    assert found.champion is None and found.no_repository
+    assert found.note.startswith("no model repository configured")
+    assert "change thresholds were skipped" in found.note
+    # Outside CI the same situation is the local quick start's first run.
+    assert resolve_champion(load_config(), environ={}).note.startswith("first run")
+
+    doc = metrics_doc(GOOD, None)
+    atomic_write_json(
+        run_dir.evaluation / "metrics.json",
+        {**doc, "champion_note": found.note, "no_repository": True},
+    )
+    cfg = load_config(overrides=["gate.absolute={accuracy: {min: 0.9}}"])
+    res = run_gate(cfg, run_dir, environ={})
+    gate_doc = json.loads((run_dir.evaluation / "gate.json").read_text())
+    assert gate_doc["no_repository"] is True and gate_doc["first_run"] is False
+    assert gate_doc["champion_note"].startswith("no model repository configured")
+    assert not res.first_run and "no model repository configured" in res.render_text()
+
+
+moto_endpoint = pytest.fixture(scope="module", name="moto_endpoint")(moto_fixture)
+
+
+@pytest.fixture()
+def s3_champion(moto_endpoint, monkeypatch, tmp_path, request):
+    """An S3 model repository (moto_server) whose models.config labels version 1 `stable`."""
+    import boto3
+
+    from tfship.serving.repository_s3 import S3Repository
+
+    for k, v in AWS_TEST_ENV.items():
+        monkeypatch.setenv(k, v)
+    bucket = request.node.name.replace("_", "-")[:40].lower()
+    boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket=bucket)
+    repo = S3Repository(f"s3://{bucket}/serving", endpoint_url=moto_endpoint)
+    _fake_saved_model(tmp_path / "export" / "1", 1)
+    (tmp_path / "export" / "1" / "variables").mkdir()
+    (tmp_path / "export" / "1" / "variables" / "variables.index").write_bytes(b"\x00" * 4096)
+    repo.publish("digits", 1, tmp_path / "export" / "1")
+    repo.write_text(
+        "models.config",
+        'model_config_list { config { name: "digits" base_path: "s3://x/digits" '
+        'model_platform: "tensorflow" version_labels { key: "stable" value: 1 } } }\n',
+    )
+    cfg = load_config(
+        overrides=[
+            f"serving.model_repository={repo.url}",
+            f"serving.s3_endpoint_url={moto_endpoint}",
+        ]
+    )
+    return cfg, repo, tmp_path / "export" / "1"
+
+
+@pytest.mark.integration
+def test_the_stable_champion_in_an_s3_repository_is_downloaded_and_verified(s3_champion, tmp_path):
+    cfg, _, published = s3_champion
+    found = resolve_champion(cfg, scratch=tmp_path / "scratch", environ={"CI": "true"})
+    champ = found.champion
+    assert champ is not None and (champ.version, champ.label) == (1, "stable")
+    assert champ.path == str(tmp_path / "scratch" / "1")
+    from tfship.serving.repository import local_manifest
+
+    assert local_manifest(Path(champ.path)) == local_manifest(published)
+    assert champ.manifest == {"schema": "tfship-manifest/1", "version": 1}
+    assert found.note.startswith("champion: version 1") and not found.no_repository
+
+
+@pytest.mark.integration
+def test_an_s3_champion_that_does_not_match_its_manifest_is_refused(
+    s3_champion, tmp_path, monkeypatch
+):
+    cfg, _, _ = s3_champion
+    from tfship.serving.repository_s3 import S3Repository
+
+    real = S3Repository.version_manifest
+
+    def says_other_bytes(self, model, version):
+        files = real(self, model, version)
+        return {
+            k: (size, "0" * 64) if k == "saved_model.pb" else (size, sha)
+            for k, (size, sha) in files.items()
+        }
+
+    monkeypatch.setattr(S3Repository, "version_manifest", says_other_bytes)
+    with pytest.raises(InfraError, match="does not match the repository"):
+        resolve_champion(cfg, scratch=tmp_path / "scratch")
 
 
 # --- report -----------------------------------------------------------------------------------

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.moto import AWS_TEST_ENV, moto_fixture
+from tfship.errors import ExitCode, InfraError
 from tfship.serving.repository import READY_FILE, VersionConflict, local_manifest
 from tfship.serving.repository_local import LocalRepository
 from tfship.serving.repository_s3 import S3Repository
@@ -151,40 +149,15 @@ def test_a_poller_never_sees_a_partial_version_while_publishing_concurrently(
 # ---- S3 (moto_server on 127.0.0.1) -----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    exe = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen(
-        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("moto_server did not start within 30 s")
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+moto_endpoint = pytest.fixture(scope="module", name="moto_endpoint")(moto_fixture)
 
 
 @pytest.fixture()
 def s3_repo(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, request) -> S3Repository:
     import boto3
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for k, v in AWS_TEST_ENV.items():
+        monkeypatch.setenv(k, v)
     bucket = request.node.name.replace("_", "-")[:50].lower()
     boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket=bucket)
     return S3Repository(f"s3://{bucket}/serving", endpoint_url=moto_endpoint)
@@ -242,8 +215,62 @@ def test_s3_poller_never_sees_a_loadable_partial_version(
     assert not [k for k in keys if k.startswith(".tfship-tmp-")]
 
 
+@pytest.mark.integration
+def test_s3_errors_become_infra_errors_naming_the_bucket_and_key(
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for k, v in AWS_TEST_ENV.items():
+        monkeypatch.setenv(k, v)
+    repo = S3Repository("s3://no-such-bucket/serving", endpoint_url=moto_endpoint)
+    for call in (
+        lambda: repo.read_text("models.config"),
+        lambda: repo.publish("digits", 1, fake_savedmodel(tmp_path / "a")),
+    ):
+        with pytest.raises(InfraError, match="no-such-bucket") as err:
+            call()
+        assert err.value.exit_code == ExitCode.INFRA
+        assert "does not exist" in str(err.value)
+
+
+class _Refusing:
+    """An S3 client whose every object request is refused, as with wrong credentials."""
+
+    def __getattr__(self, name: str):
+        from botocore.exceptions import ClientError
+
+        def refuse(**kwargs):
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, name)
+
+        return refuse
+
+    def get_paginator(self, _name: str):
+        class Pages:
+            def paginate(self, **kwargs):
+                return [{"Contents": [{"Key": f"{kwargs['Prefix']}1.json", "Size": 2}]}]
+
+        return Pages()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda r: r._sha256("serving/digits/1/saved_model.pb"),
+        lambda r: r.read_text("models.config"),
+        lambda r: r.read_log("digits"),
+        lambda r: r.append_log("digits", {"n": 1}),
+    ],
+    ids=["sha256", "read_text", "read_log", "append_log"],
+)
+def test_a_refused_s3_request_is_exit_8_with_the_key_and_what_to_check(call) -> None:
+    repo = S3Repository("s3://models-bucket/serving", client=_Refusing())
+    with pytest.raises(InfraError) as err:
+        call(repo)
+    assert err.value.exit_code == ExitCode.INFRA
+    assert "s3://models-bucket/serving/" in str(err.value) and "AccessDenied" in str(err.value)
+    assert "credentials" in str(err.value)
+
+
 def test_open_repository_rejects_unknown_schemes() -> None:
-    from tfship.errors import InfraError
     from tfship.serving.repository import open_repository
 
     with pytest.raises(InfraError, match="unsupported scheme"):

@@ -4,8 +4,9 @@ A label only moves to a version TF Serving already reports AVAILABLE, so a deplo
 config reloads: add the version (wait AVAILABLE, replay the golden requests through
 `/versions/<v>`), then point `canary` at it. Any failure re-applies the previous config and
 labels, un-publishes a version this transaction published, and raises DeployFailed: `stable`
-never stops serving (`transaction`). Every action appends a record to the model repository's
-deploy log and writes `deploy.json` in the run directory. `tfship status` is in `status`.
+never stops serving (`transaction`). Every action's records in the model repository's deploy
+log and `deploy.json` in the run directory are written inside its transaction; retention runs
+after it, and its failures are warnings. `tfship status` is in `status`.
 """
 
 from __future__ import annotations
@@ -16,60 +17,64 @@ from pathlib import Path
 from typing import Any
 
 from tfship.config import PipelineConfig
-from tfship.errors import DeployFailed, GateFailed, ModelError
+from tfship.errors import DeployFailed, ModelError
 from tfship.rundir import RunDir
 from tfship.serving import golden
+from tfship.serving.deploy_gate import check_gate
 from tfship.serving.models_config import ModelState
 from tfship.serving.target import Target, offline_serve_hint, resolve
 from tfship.serving.transaction import (
     DeployResult,
     apply_retention,
-    finish,
     stable_history,
     transaction,
+    write_deploy_json,
 )
 
 log = logging.getLogger(__name__)
-DEPLOYABLE_VERDICTS = ("passed", "passed_with_override")
 
 
-# ---- gate -----------------------------------------------------------------------------------
-def check_gate(cfg: PipelineConfig, run_dir: RunDir, allow_ungated: bool) -> str:
-    """'passed' / 'passed_with_override' / 'override' / 'ungated (allowed)', or raise GateFailed.
-
-    Fails safe: no gate.json means no gate ran, which is refused unless explicitly allowed
-    (`--allow-ungated` or serving.allow_ungated). dry_run/disabled verdicts count as not passed.
-    """
-    path = run_dir.evaluation / "gate.json"
-    allowed = allow_ungated or cfg.serving.allow_ungated
-    if not path.is_file():
-        if allowed:
-            return "ungated (allowed)"
-        raise GateFailed(
-            f"{path} does not exist: no evaluation gate ran for this model",
-            hint="run `tfship evaluate` first, or pass --allow-ungated "
-            "(serving.allow_ungated) to deploy without a gate on purpose",
-        )
-    from tfship.fsutil import read_json
-
-    gate = read_json(path)
-    verdict = gate.get("verdict")
-    if verdict in DEPLOYABLE_VERDICTS:
-        return str(verdict)
-    if gate.get("override"):
-        return "override"
-    if allowed:
-        return f"{verdict} (ungated deploy allowed)"
-    raise GateFailed(
-        f"the evaluation gate said '{verdict}' ({path}); refusing to deploy",
-        hint="improve the model, or record an override with `tfship evaluate "
-        "--override-reason ...`",
-    )
-
-
-def _export(run_dir: RunDir) -> tuple[Path, dict[str, Any]]:
+def _export(run_dir: RunDir) -> tuple[Path, dict[str, Any], int]:
     export_dir = golden.latest_export(run_dir.export)
-    return export_dir, golden.read_manifest(export_dir)
+    manifest = golden.read_manifest(export_dir)
+    return export_dir, manifest, int(manifest.get("version") or export_dir.name)
+
+
+def _mode(target: Target) -> str:
+    return "server" if target.online else "offline"
+
+
+def _retain(
+    cfg: PipelineConfig, run_dir: RunDir, target: Target, tx: dict[str, Any], after: ModelState
+) -> DeployResult:
+    """Retention after a committed action: a failure is a warning, never a failed deploy."""
+    result: DeployResult = tx["result"]
+    warnings = list(result.warnings)
+    removed: list[int] = []
+    versions_after = result.versions_after
+    try:
+        removed = apply_retention(cfg, target, after)
+        versions_after = list(target.read()[1].versions)
+    except Exception as exc:  # the labels already moved and are recorded; do not undo that
+        msg = (
+            f"retention failed after the {result.action} succeeded ({type(exc).__name__}: "
+            f"{exc}); old versions may still be loaded or on disk, run `tfship status`"
+        )
+        log.warning("%s", msg)
+        warnings.append(msg)
+    final = DeployResult(
+        **{
+            **result.__dict__,
+            "removed_versions": removed,
+            "versions_after": versions_after,
+            "warnings": warnings,
+        }
+    )
+    try:
+        write_deploy_json(run_dir, final, tx["record"])
+    except OSError as exc:  # deploy.json from inside the transaction still describes it
+        log.warning("could not update %s after retention: %s", run_dir.deploy_json, exc)
+    return final
 
 
 # ---- stages ---------------------------------------------------------------------------------
@@ -77,20 +82,17 @@ def run_publish(
     cfg: PipelineConfig, run_dir: RunDir, *, to: str | None = None, allow_ungated: bool = False
 ) -> DeployResult:
     """Copy the run's export into the model repository (atomic, idempotent). Loads nothing."""
-    check_gate(cfg, run_dir, allow_ungated)
+    export_dir, _, version = _export(run_dir)
+    check_gate(cfg, run_dir, allow_ungated, export_dir, version)
     target = resolve(cfg, to)
-    export_dir, manifest = _export(run_dir)
-    version = int(manifest.get("version") or export_dir.name)
-    _, state = target.read()
-    pub = target.repository.publish(target.model, version, export_dir)
-    return finish(
-        run_dir,
-        target,
-        DeployResult(
+    with transaction("publish", run_dir, target, None, version) as tx:
+        state = tx["state"]
+        tx["published"] = pub = target.repository.publish(target.model, version, export_dir)
+        tx["result"] = DeployResult(
             "publish",
             target.model,
             to,
-            "server" if target.online else "offline",
+            _mode(target),
             "ok" if pub.status == "published" else "unchanged",
             version,
             dict(state.labels),
@@ -100,8 +102,8 @@ def run_publish(
             published=pub,
             seconds={"publish": pub.seconds},
             next_step=f"tfship deploy{' --to ' + to if to else ''}",
-        ),
-    )
+        )
+    return tx["result"]
 
 
 def run_deploy(
@@ -118,12 +120,11 @@ def run_deploy(
     The first deploy of a model (no `stable` yet) labels it `stable` too. With a server the
     version must reach AVAILABLE and answer the golden requests through `/versions/<v>`
     before any label moves; offline (no serving.rest_url) the C++ loader check replaces that
-    and only models.config is written.
+    and only models.config is written. Refuses an export the gate did not pass (`check_gate`).
     """
-    gate = check_gate(cfg, run_dir, allow_ungated)
+    export_dir, manifest, version = _export(run_dir)
+    gate = check_gate(cfg, run_dir, allow_ungated, export_dir, version)
     target = resolve(cfg, to)
-    export_dir, manifest = _export(run_dir)
-    version = int(manifest.get("version") or export_dir.name)
     t0 = time.monotonic()
     secs: dict[str, float] = {}
     offline_check = None
@@ -152,33 +153,30 @@ def run_deploy(
         if target.client is not None:
             _verify(target, manifest, cfg, label="canary")
         if promote:
-            after = _promote_state(target, after, version)
+            after = _promote_state(after, version)
             target.apply(cfg1, after)
         secs["total"] = round(time.monotonic() - t0, 3)
-    result = DeployResult(
-        "deploy",
-        target.model,
-        to,
-        "server" if target.online else "offline",
-        "ok",
-        version,
-        dict(before.labels),
-        dict(after.labels),
-        list(before.versions),
-        list(after.versions),
-        reason=f"{reason or ''} [gate: {gate}]".strip(),
-        published=pub,
-        golden=check,
-        offline_check=offline_check,
-        seconds=secs,
-        next_step=(None if promote else f"tfship promote{' --to ' + to if to else ''}")
-        if target.online
-        else f"serve it: {offline_serve_hint(target)}",
-    )
-    finish(run_dir, target, result)
-    if promote:
-        apply_retention(cfg, target, after)
-    return result
+        tx["result"] = DeployResult(
+            "deploy",
+            target.model,
+            to,
+            _mode(target),
+            "ok",
+            version,
+            dict(before.labels),
+            dict(after.labels),
+            list(before.versions),
+            list(after.versions),
+            reason=f"{reason or ''} [gate: {gate}]".strip(),
+            published=pub,
+            golden=check,
+            offline_check=offline_check,
+            seconds=secs,
+            next_step=(None if promote else f"tfship promote{' --to ' + to if to else ''}")
+            if target.online
+            else f"serve it: {offline_serve_hint(target)}",
+        )
+    return _retain(cfg, run_dir, target, tx, after) if promote else tx["result"]
 
 
 def _verify(
@@ -202,7 +200,7 @@ def _verify(
     return check
 
 
-def _promote_state(target: Target, state: ModelState, version: int) -> ModelState:
+def _promote_state(state: ModelState, version: int) -> ModelState:
     return state.with_labels({**state.labels, "stable": version, "canary": version})
 
 
@@ -224,43 +222,42 @@ def run_promote(
             f"(labels {dict(before.labels)}, versions {list(before.versions)})",
             hint="run `tfship deploy` first; promote moves stable to the canary",
         )
-    with transaction("promote", run_dir, target, reason, version):
+    with transaction("promote", run_dir, target, reason, version) as tx:
+        before = tx["state"]
         if target.client is not None:
             target.client.wait_available([version], deadline=target.load_deadline, poll=target.poll)
-        after = _promote_state(target, before, version)
-        target.apply(target.read()[0], after)
-    result = DeployResult(
-        "promote",
-        target.model,
-        to,
-        "server" if target.online else "offline",
-        "ok" if after != before else "unchanged",
-        version,
-        dict(before.labels),
-        dict(after.labels),
-        list(before.versions),
-        list(after.versions),
-        reason=reason,
-    )
-    finish(run_dir, target, result)
-    removed = apply_retention(cfg, target, after)
-    _, final = target.read()
-    return DeployResult(
-        **{**result.__dict__, "removed_versions": removed, "versions_after": list(final.versions)}
-    )
+        after = _promote_state(before, version)
+        target.apply(tx["cfg"], after)
+        tx["result"] = DeployResult(
+            "promote",
+            target.model,
+            to,
+            _mode(target),
+            "ok" if after != before else "unchanged",
+            version,
+            dict(before.labels),
+            dict(after.labels),
+            list(before.versions),
+            list(after.versions),
+            reason=reason,
+        )
+    return _retain(cfg, run_dir, target, tx, after)
 
 
-def run_rollback(
-    cfg: PipelineConfig, run_dir: RunDir, *, to: str | None = None, reason: str | None = None
-) -> DeployResult:
-    """Move `stable` (and `canary`) back to the previous stable version."""
-    target = resolve(cfg, to)
-    _, before = target.read()
+def _rollback_plan(target: Target, before: ModelState) -> tuple[int, str]:
+    """(version, why): where rollback points the labels, checked before anything changes.
+
+    An unpromoted canary (canary != stable) is dropped: canary goes back to stable, which
+    never moved. Otherwise stable moves back to the previous stable from the deploy log.
+    """
+    canary, stable = before.labels.get("canary"), before.labels.get("stable")
+    if stable is not None and canary is not None and canary != stable:
+        return stable, f"drop canary {canary}: canary back to stable {stable}"
     history = stable_history(target.repository.read_log(target.model))
     if len(history) < 2:
         raise DeployFailed(
             f"no previous stable version of {target.model} to roll back to "
-            f"(stable history {history})",
+            f"(stable history {history}, labels {dict(before.labels)})",
             hint="rollback needs at least two promotions in the deploy log",
         )
     prev = history[-2]
@@ -270,28 +267,35 @@ def run_rollback(
             f"{target.repository.location(target.model)}",
             hint=f"re-publish version {prev} from its run directory first",
         )
-    with transaction("rollback", run_dir, target, reason, prev):
-        cfg0, _ = target.read()
-        loaded = before.with_versions({*before.versions, prev})
+    return prev, f"stable {stable} back to the previous stable {prev}"
+
+
+def run_rollback(
+    cfg: PipelineConfig, run_dir: RunDir, *, to: str | None = None, reason: str | None = None
+) -> DeployResult:
+    """Drop an unpromoted canary (canary -> stable); else move `stable` and `canary` back to
+    the previous stable version. Then apply retention."""
+    target = resolve(cfg, to)
+    _, before = target.read()
+    version, plan = _rollback_plan(target, before)
+    why = reason or plan
+    with transaction("rollback", run_dir, target, why, version) as tx:
+        cfg0, before = tx["cfg"], tx["state"]
+        loaded = before.with_versions({*before.versions, version})
         cfg1 = target.apply(cfg0, loaded)  # waits AVAILABLE before the label may move
-        after = loaded.with_labels({**before.labels, "stable": prev, "canary": prev})
+        after = loaded.with_labels({**before.labels, "stable": version, "canary": version})
         target.apply(cfg1, after)
-    result = DeployResult(
-        "rollback",
-        target.model,
-        to,
-        "server" if target.online else "offline",
-        "ok",
-        prev,
-        dict(before.labels),
-        dict(after.labels),
-        list(before.versions),
-        list(after.versions),
-        reason=reason,
-    )
-    finish(run_dir, target, result)
-    removed = apply_retention(cfg, target, after)
-    _, final = target.read()
-    return DeployResult(
-        **{**result.__dict__, "removed_versions": removed, "versions_after": list(final.versions)}
-    )
+        tx["result"] = DeployResult(
+            "rollback",
+            target.model,
+            to,
+            _mode(target),
+            "ok",
+            version,
+            dict(before.labels),
+            dict(after.labels),
+            list(before.versions),
+            list(after.versions),
+            reason=why,
+        )
+    return _retain(cfg, run_dir, target, tx, after)

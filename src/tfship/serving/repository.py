@@ -63,6 +63,14 @@ def local_manifest(root: Path) -> FileManifest:
     return out
 
 
+def tree_digest(root: Path) -> str:
+    """One sha256 for a whole directory (names, sizes, contents): identifies an export."""
+    h = hashlib.sha256()
+    for name, (size, sha) in local_manifest(root).items():
+        h.update(f"{name}\0{size}\0{sha}\n".encode())
+    return h.hexdigest()
+
+
 def manifest_diff(expected: FileManifest, actual: FileManifest) -> str:
     missing = sorted(set(expected) - set(actual))
     extra = sorted(set(actual) - set(expected))
@@ -87,6 +95,12 @@ class ModelRepository:
         raise NotImplementedError
 
     def is_complete(self, model: str, version: int) -> bool:
+        raise NotImplementedError
+
+    def local_copy(self, model: str, version: int, scratch: Path) -> Path:
+        """`<model>/<version>` as a local directory, verified against the repository's file
+        manifest (sizes + sha256). A local repository returns the version's own directory; an
+        object store downloads into `scratch/<version>/`."""
         raise NotImplementedError
 
     def _upload_tmp(self, model: str, version: int, export_dir: Path) -> str:

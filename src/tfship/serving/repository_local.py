@@ -9,6 +9,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from tfship.artifacts import numeric_versions
+from tfship.errors import ModelError
 from tfship.fsutil import atomic_write_text
 from tfship.serving.repository import (
     META_DIR,
@@ -29,16 +31,23 @@ class LocalRepository(ModelRepository):
         return self.root / model
 
     def versions(self, model: str) -> list[int]:
-        d = self._model_dir(model)
-        if not d.is_dir():
-            return []
-        return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit() and p.is_dir())
+        return numeric_versions(self._model_dir(model))
 
     def is_complete(self, model: str, version: int) -> bool:
         return (self._model_dir(model) / str(version) / READY_FILE).is_file()
 
     def version_manifest(self, model: str, version: int) -> FileManifest:
         return local_manifest(self._model_dir(model) / str(version))
+
+    def local_copy(self, model: str, version: int, scratch: Path) -> Path:
+        # Already local, and published by rename: complete or absent, nothing to verify.
+        path = self._model_dir(model) / str(version)
+        if not self.is_complete(model, version):
+            raise ModelError(
+                f"{path} is not a SavedModel version (no {READY_FILE})",
+                hint="re-publish that version, or label a version that exists",
+            )
+        return path
 
     def _upload_tmp(self, model: str, version: int, export_dir: Path) -> str:
         tmp = f"{TMP_PREFIX}{version}-{uuid.uuid4().hex[:12]}"

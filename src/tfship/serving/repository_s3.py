@@ -19,8 +19,12 @@ from tfship.serving.repository import (
     TMP_PREFIX,
     FileManifest,
     ModelRepository,
+    local_manifest,
     manifest_diff,
 )
+
+# Error codes S3 (and moto, MinIO) use for a missing object; HEAD has no body, hence "404".
+_MISSING = ("NoSuchKey", "404", "NotFound")
 
 
 class S3Repository(ModelRepository):
@@ -49,19 +53,48 @@ class S3Repository(ModelRepository):
     def _key(self, *parts: str) -> str:
         return "/".join(p.strip("/") for p in (self.prefix, *parts) if p)
 
-    def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
+    def _call(self, what: str, fn: Any, *, missing_ok: bool = False, **kwargs: Any) -> Any:
+        """Every S3 request goes through here: a failure becomes InfraError (exit 8).
+
+        `missing_ok`: a missing object is None instead of an error.
+        """
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return fn(**kwargs)
-        except ClientError:
-            raise
+        except ClientError as exc:
+            if missing_ok and exc.response.get("Error", {}).get("Code") in _MISSING:
+                return None
+            raise self._client_error(what, exc, kwargs.get("Key") or kwargs.get("Prefix")) from exc
         except BotoCoreError as exc:
             raise InfraError(
                 f"S3 {what} on {self.url} failed: {exc}",
                 hint=f"check serving.s3_endpoint_url ({self.endpoint_url or 'AWS default'}), "
                 "network access and the AWS_* credentials in the environment",
             ) from exc
+
+    def _client_error(self, what: str, exc: Any, key: str | None) -> InfraError:
+        """The store answered with an error: name the object and what to check for that code."""
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code") or "unknown")
+        where = f"s3://{self.bucket}/{key}" if key else f"s3://{self.bucket}"
+        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            hint = (
+                f"the credentials in the environment (AWS_* / role) may not {what} in "
+                f"bucket {self.bucket}; grant s3:GetObject/PutObject/DeleteObject/ListBucket"
+            )
+        elif code in ("NoSuchBucket",):
+            hint = f"bucket {self.bucket} does not exist: create it or fix the s3:// URL"
+        elif code in _MISSING:
+            hint = "the object disappeared (deleted concurrently?): check the repository by hand"
+        else:
+            hint = (
+                f"check the bucket, the credentials and serving.s3_endpoint_url "
+                f"({self.endpoint_url or 'AWS default'})"
+            )
+        return InfraError(
+            f"S3 {what} of {where} failed: {code}: {err.get('Message') or exc}", hint=hint
+        )
 
     def _list(self, prefix: str, delimiter: str | None = None) -> Iterator[dict[str, Any]]:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
@@ -99,11 +132,17 @@ class S3Repository(ModelRepository):
         return READY_FILE in self._objects(self._key(model, str(version)))
 
     def _sha256(self, key: str) -> str:
-        head = self.s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        head = self._call(
+            "checksum read",
+            self.s3.head_object,
+            Bucket=self.bucket,
+            Key=key,
+            ChecksumMode="ENABLED",
+        )
         if head.get("ChecksumSHA256") and "-" not in head["ChecksumSHA256"]:
             return base64.b64decode(head["ChecksumSHA256"]).hex()
         h = hashlib.sha256()  # no stored checksum (older object, other tool): hash the bytes
-        body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+        body = self._call("read", self.s3.get_object, Bucket=self.bucket, Key=key)["Body"]
         for chunk in iter(lambda: body.read(CHUNK), b""):
             h.update(chunk)
         return h.hexdigest()
@@ -178,11 +217,10 @@ class S3Repository(ModelRepository):
         self._delete_prefix(self._key(model, str(version)))
 
     def read_text(self, relpath: str) -> str | None:
-        try:
-            obj = self.s3.get_object(Bucket=self.bucket, Key=self._key(relpath))
-        except self.s3.exceptions.NoSuchKey:
-            return None
-        return obj["Body"].read().decode("utf-8")
+        obj = self._call(
+            "read", self.s3.get_object, missing_ok=True, Bucket=self.bucket, Key=self._key(relpath)
+        )
+        return None if obj is None else obj["Body"].read().decode("utf-8")
 
     def write_text(self, relpath: str, text: str) -> None:
         # A single PUT is atomic on S3: readers get the old object or the new one.
@@ -209,6 +247,36 @@ class S3Repository(ModelRepository):
         prefix = self._key(model, META_DIR, "deploy-log")
         out = []
         for rel in sorted(self._objects(prefix)):
-            body = self.s3.get_object(Bucket=self.bucket, Key=f"{prefix}/{rel}")["Body"].read()
-            out.append(json.loads(body))
+            obj = self._call("read", self.s3.get_object, Bucket=self.bucket, Key=f"{prefix}/{rel}")
+            out.append(json.loads(obj["Body"].read()))
         return out
+
+    def local_copy(self, model: str, version: int, scratch: Path) -> Path:
+        """Download `<model>/<version>` into `scratch/<version>/` and verify every sha256."""
+        prefix = self._key(model, str(version))
+        expected = self.version_manifest(model, version)
+        if READY_FILE not in expected:
+            raise InfraError(
+                f"{self.location(model, version)} has no {READY_FILE}; it is not a complete "
+                "SavedModel version",
+                hint="re-publish it, or label a complete version",
+            )
+        dest = scratch / str(version)
+        for rel in expected:
+            path = dest / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            body = self._call(
+                "download", self.s3.get_object, Bucket=self.bucket, Key=f"{prefix}/{rel}"
+            )["Body"]
+            with path.open("wb") as fh:
+                for chunk in iter(lambda b=body: b.read(CHUNK), b""):
+                    fh.write(chunk)
+        got = local_manifest(dest)
+        if got != expected:
+            raise InfraError(
+                f"the download of {self.location(model, version)} to {dest} does not match "
+                f"the repository ({manifest_diff(expected, got)})",
+                hint="the version changed while downloading, or the store is inconsistent; "
+                "retry, and inspect the version if it persists",
+            )
+        return dest

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tfship.artifacts import MODELS_CONFIG
 from tfship.config import PipelineConfig
 from tfship.errors import ConfigError
 from tfship.serving import models_config
@@ -22,7 +23,6 @@ from tfship.serving.models_config import ModelState
 from tfship.serving.repository import ModelRepository, open_repository
 
 log = logging.getLogger(__name__)
-MODELS_CONFIG = "models.config"
 # The quick start's server: mounts ${MODEL_REPOSITORY:-../../models} (relative to the compose
 # file, i.e. ./models from the project root) at /models and reads /models/models.config.
 COMPOSE_FILE = Path("docker/serving") / "compose.yaml"
@@ -40,7 +40,8 @@ class Target:
     client: ServingClient | None
     load_deadline: float
     poll: float
-    reloads: int = 0
+    reloads: int = 0  # configs pushed to the server (a transaction undoes them on failure)
+    writes: int = 0  # models.config rewrites in the repository (offline: the only change)
 
     @property
     def online(self) -> bool:
@@ -77,6 +78,7 @@ class Target:
                 state.versions, deadline=self.load_deadline, poll=self.poll, gone=gone
             )
         self.repository.write_text(MODELS_CONFIG, models_config.render(new))
+        self.writes += 1
         return new
 
     def describe(self) -> str:

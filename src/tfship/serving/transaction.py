@@ -1,15 +1,20 @@
 """The deploy transaction: what every action records, and how a failed one is undone.
 
-`transaction()` snapshots `models.config` and the model's labels; on any failure it re-applies
-them, un-publishes a version the failed action published, logs `status: failed` and raises
-DeployFailed, so `stable` never stops serving. `finish()` records a success (deploy log +
-`deploy.json`). `apply_retention()` unloads and deletes what neither a label nor the previous
-stable (read from the deploy log by `stable_history()`) still needs.
+`transaction()` snapshots `models.config` and the model's labels and appends a `started`
+record to the deploy log before anything changes (no log, no change). The action's body sets
+`ctx["result"]`; its `ok` record and `deploy.json` are written *inside* the transaction, so if
+either cannot be written the labels go back: a label never moves without a record. On any
+failure it re-applies the snapshot, un-publishes a version the failed action published, logs
+`status: failed` and raises DeployFailed, so `stable` never stops serving. Records of one action
+share an `id`. `apply_retention()` unloads and deletes what neither a label nor the previous
+stable (read from the deploy log by `stable_history()`) still needs; callers run it after the
+transaction and turn its failures into warnings.
 """
 
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +52,7 @@ class DeployResult:
     removed_versions: list[int] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     next_step: str | None = None
+    warnings: list[str] = field(default_factory=list)  # after the change took effect
 
     def render_text(self) -> str:
         where = f" ({self.environment})" if self.environment else ""
@@ -64,6 +70,7 @@ class DeployResult:
             lines.append(f"  removed  {self.removed_versions} (retention)")
         if self.seconds:
             lines.append("  seconds  " + ", ".join(f"{k} {v:.2f}" for k, v in self.seconds.items()))
+        lines.extend(f"  WARNING  {w}" for w in self.warnings)
         if self.next_step:
             lines.append(f"  next: {self.next_step}")
         return "\n".join(lines)
@@ -94,10 +101,11 @@ def protected_versions(state: ModelState, history: list[int]) -> set[int]:
     return keep
 
 
-def finish(run_dir: RunDir, target: Target, result: DeployResult) -> DeployResult:
-    record = log_record(
+def _ok_record(result: DeployResult, op: str) -> dict[str, Any]:
+    return log_record(
         result.action,
         result.model,
+        id=op,
         environment=result.environment,
         status="ok",
         version=result.version,
@@ -107,26 +115,52 @@ def finish(run_dir: RunDir, target: Target, result: DeployResult) -> DeployResul
         versions_before=result.versions_before,
         versions_after=result.versions_after,
     )
-    target.repository.append_log(result.model, record)
+
+
+def write_deploy_json(run_dir: RunDir, result: DeployResult, record: dict[str, Any]) -> None:
     atomic_write_json(run_dir.ensure().deploy_json, {**to_jsonable(result), "record": record})
-    return result
 
 
 @contextlib.contextmanager
 def transaction(
     action: str, run_dir: RunDir, target: Target, reason: str | None, version: int | None
 ) -> Iterator[dict[str, Any]]:
-    """Restore the previous config and labels on any failure; then raise DeployFailed."""
+    """Record, then change; restore the previous config and labels on any failure.
+
+    The body must set `ctx["result"]` (a DeployResult); after the block `ctx["record"]` holds
+    the `ok` record that was logged.
+    """
     before_cfg, before = target.read()
-    ctx: dict[str, Any] = {"cfg": before_cfg, "state": before, "published": None}
-    reloads0 = target.reloads
+    op = uuid.uuid4().hex[:12]
+    ctx: dict[str, Any] = {"cfg": before_cfg, "state": before, "published": None, "result": None}
+    # Before anything changes: a deploy log that cannot be written stops the action here.
+    target.repository.append_log(
+        target.model,
+        log_record(
+            action,
+            target.model,
+            id=op,
+            environment=target.environment,
+            status="started",
+            version=version,
+            why=reason,
+            labels_before=dict(before.labels),
+            versions_before=list(before.versions),
+        ),
+    )
+    reloads0, writes0 = target.reloads, target.writes
     try:
         yield ctx
+        result: DeployResult = ctx["result"]
+        ctx["record"] = record = _ok_record(result, op)
+        write_deploy_json(run_dir, result, record)
+        # Still inside: if the log cannot take the outcome, the change is undone below.
+        target.repository.append_log(target.model, record)
     except BaseException as exc:
         restore_error = None
         try:
-            if not target.online or target.reloads > reloads0:
-                target.apply(before_cfg, before)  # offline this only rewrites models.config
+            if target.reloads > reloads0 or target.writes > writes0:
+                target.apply(before_cfg, before)
             if ctx["published"] is not None and ctx["published"].status == "published":
                 target.repository.delete_version(target.model, ctx["published"].version)
         except Exception as rexc:  # report both; the original failure stays the cause
@@ -134,6 +168,7 @@ def transaction(
         record = log_record(
             action,
             target.model,
+            id=op,
             environment=target.environment,
             status="failed",
             version=version,

@@ -1,0 +1,1 @@
+"""Helpers shared by tests and benchmarks (stand-ins started on 127.0.0.1)."""
