@@ -228,5 +228,11 @@ def run_report(run_dir: RunDir) -> ReportResult:
         if curve is not None:
             images.append(curve)
     md = render_markdown(gate, metrics, [p.name for p in images])
+    # The scan stage runs before evaluate and leaves its own section; one MR comment holds both.
+    from tfship.scan import summary_path
+
+    scan_summary = summary_path(run_dir)
+    if scan_summary.is_file():
+        md = md.rstrip("\n") + "\n\n" + scan_summary.read_text(encoding="utf-8").strip() + "\n"
     atomic_write_text(ev / "report.md", md)
     return ReportResult(ev / "report.md", tuple(images), gate["verdict"])

@@ -620,6 +620,16 @@ def test_confusion_png_is_a_valid_png_of_the_expected_size(tmp_path):
     assert _png_size(out) == CONFUSION_SIZE_PX
 
 
+def test_report_appends_the_security_scan_summary_when_the_scan_ran(run_dir):
+    write_metrics(run_dir, champ=None)
+    run_gate(load_config(overrides=["gate.absolute={accuracy: {min: 0.9}}"]), run_dir)
+    (run_dir.root / "scan").mkdir()
+    (run_dir.root / "scan" / "summary.md").write_text("## Security scan\n\nall scans passed.\n")
+    md = run_report(run_dir).report_md.read_text()
+    assert md.index("## Security scan") > md.index("| check |")
+    assert md.endswith("all scans passed.\n")
+
+
 def test_report_plots_training_curves_from_train_json(run_dir):
     _failing_gate(run_dir)
     atomic_write_json(
