@@ -39,9 +39,9 @@ class DataSnapshot:
 
 
 def _data_files(dcfg: DataConfig) -> tuple[Path, list[Path]]:
-    from tfship.data.loaders import require_path as _require_path
+    from tfship.data.loaders import require_path
 
-    root = _require_path(dcfg)
+    root = require_path(dcfg)
     if dcfg.source == DataSource.IMAGE_FOLDER:
         if not root.is_dir():
             raise DataError(f"data.path {root} is not a directory; image_folder expects one")
@@ -60,17 +60,15 @@ def _data_files(dcfg: DataConfig) -> tuple[Path, list[Path]]:
 
 def scan(cfg: PipelineConfig) -> DataSnapshot:
     """Fingerprint and manifest of `cfg.data` as it is now (files hashed, nothing decoded)."""
-    from tfship.data.loaders import file_manifest as _manifest
-    from tfship.data.loaders import load_demo as _load_demo
-    from tfship.data.loaders import manifest_bytes as _manifest_bytes
+    from tfship.data.loaders import file_manifest, load_demo, manifest_bytes
 
     if cfg.data.source == DataSource.DEMO:
         # Built-in data has no files; its fingerprint is the content hash the loader makes.
-        content = _load_demo(cfg.data)[3]
+        content = load_demo(cfg.data)[3]
         return DataSnapshot(hashlib.sha256(content).hexdigest(), ())
     root, files = _data_files(cfg.data)
-    manifest = _manifest(root, files)
-    return DataSnapshot(hashlib.sha256(_manifest_bytes(manifest)).hexdigest(), tuple(manifest))
+    manifest = file_manifest(root, files)
+    return DataSnapshot(hashlib.sha256(manifest_bytes(manifest)).hexdigest(), tuple(manifest))
 
 
 @dataclass(frozen=True)

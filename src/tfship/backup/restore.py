@@ -19,11 +19,10 @@ from tfship.backup.generation import (
     check_remote,
     group_remote,
     local_latest,
-    sha256_file,
     state_file_text,
 )
 from tfship.backup.store import ObjectStore, open_store
-from tfship.fsutil import atomic_write_text
+from tfship.fsutil import atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
 

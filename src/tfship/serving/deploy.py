@@ -11,6 +11,7 @@ after it, and its failures are warnings. `tfship status` is in `status`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -40,6 +41,31 @@ def _export(run_dir: RunDir) -> tuple[Path, dict[str, Any], int]:
     return export_dir, manifest, int(manifest.get("version") or export_dir.name)
 
 
+def _result(
+    action: str,
+    target: Target,
+    to: str | None,
+    status: str,
+    version: int | None,
+    before: ModelState,
+    after: ModelState,
+    **extra: Any,
+) -> DeployResult:
+    return DeployResult(
+        action,
+        target.model,
+        to,
+        _mode(target),
+        status,
+        version,
+        dict(before.labels),
+        dict(after.labels),
+        list(before.versions),
+        list(after.versions),
+        **extra,
+    )
+
+
 def _mode(target: Target) -> str:
     return "server" if target.online else "offline"
 
@@ -62,13 +88,8 @@ def _retain(
         )
         log.warning("%s", msg)
         warnings.append(msg)
-    final = DeployResult(
-        **{
-            **result.__dict__,
-            "removed_versions": removed,
-            "versions_after": versions_after,
-            "warnings": warnings,
-        }
+    final = dataclasses.replace(
+        result, removed_versions=removed, versions_after=versions_after, warnings=warnings
     )
     try:
         write_deploy_json(run_dir, final, tx["record"])
@@ -88,17 +109,14 @@ def run_publish(
     with transaction("publish", run_dir, target, None, version) as tx:
         state = tx["state"]
         tx["published"] = pub = target.repository.publish(target.model, version, export_dir)
-        tx["result"] = DeployResult(
+        tx["result"] = _result(
             "publish",
-            target.model,
+            target,
             to,
-            _mode(target),
             "ok" if pub.status == "published" else "unchanged",
             version,
-            dict(state.labels),
-            dict(state.labels),
-            list(state.versions),
-            list(state.versions),
+            state,
+            state,
             published=pub,
             seconds={"publish": pub.seconds},
             next_step=f"tfship deploy{' --to ' + to if to else ''}",
@@ -156,17 +174,14 @@ def run_deploy(
             after = _promote_state(after, version)
             target.apply(cfg1, after)
         secs["total"] = round(time.monotonic() - t0, 3)
-        tx["result"] = DeployResult(
+        tx["result"] = _result(
             "deploy",
-            target.model,
+            target,
             to,
-            _mode(target),
             "ok",
             version,
-            dict(before.labels),
-            dict(after.labels),
-            list(before.versions),
-            list(after.versions),
+            before,
+            after,
             reason=f"{reason or ''} [gate: {gate}]".strip(),
             published=pub,
             golden=check,
@@ -228,17 +243,14 @@ def run_promote(
             target.client.wait_available([version], deadline=target.load_deadline, poll=target.poll)
         after = _promote_state(before, version)
         target.apply(tx["cfg"], after)
-        tx["result"] = DeployResult(
+        tx["result"] = _result(
             "promote",
-            target.model,
+            target,
             to,
-            _mode(target),
             "ok" if after != before else "unchanged",
             version,
-            dict(before.labels),
-            dict(after.labels),
-            list(before.versions),
-            list(after.versions),
+            before,
+            after,
             reason=reason,
         )
     return _retain(cfg, run_dir, target, tx, after)
@@ -285,17 +297,14 @@ def run_rollback(
         cfg1 = target.apply(cfg0, loaded)  # waits AVAILABLE before the label may move
         after = loaded.with_labels({**before.labels, "stable": version, "canary": version})
         target.apply(cfg1, after)
-        tx["result"] = DeployResult(
+        tx["result"] = _result(
             "rollback",
-            target.model,
+            target,
             to,
-            _mode(target),
             "ok",
             version,
-            dict(before.labels),
-            dict(after.labels),
-            list(before.versions),
-            list(after.versions),
+            before,
+            after,
             reason=why,
         )
     return _retain(cfg, run_dir, target, tx, after)

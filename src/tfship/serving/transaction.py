@@ -133,21 +133,23 @@ def transaction(
     before_cfg, before = target.read()
     op = uuid.uuid4().hex[:12]
     ctx: dict[str, Any] = {"cfg": before_cfg, "state": before, "published": None, "result": None}
-    # Before anything changes: a deploy log that cannot be written stops the action here.
-    target.repository.append_log(
-        target.model,
-        log_record(
+
+    def record_of(status: str, **more: Any) -> dict[str, Any]:
+        return log_record(
             action,
             target.model,
             id=op,
             environment=target.environment,
-            status="started",
+            status=status,
             version=version,
             why=reason,
             labels_before=dict(before.labels),
             versions_before=list(before.versions),
-        ),
-    )
+            **more,
+        )
+
+    # Before anything changes: a deploy log that cannot be written stops the action here.
+    target.repository.append_log(target.model, record_of("started"))
     reloads0, writes0 = target.reloads, target.writes
     try:
         yield ctx
@@ -165,19 +167,11 @@ def transaction(
                 target.repository.delete_version(target.model, ctx["published"].version)
         except Exception as rexc:  # report both; the original failure stays the cause
             restore_error = f"{type(rexc).__name__}: {rexc}"
-        record = log_record(
-            action,
-            target.model,
-            id=op,
-            environment=target.environment,
-            status="failed",
-            version=version,
-            why=reason,
+        record = record_of(
+            "failed",
             error=str(exc)[:2000],
             restore_error=restore_error,
-            labels_before=dict(before.labels),
             labels_after=dict(before.labels),
-            versions_before=list(before.versions),
         )
         with contextlib.suppress(Exception):
             target.repository.append_log(target.model, record)
