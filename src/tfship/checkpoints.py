@@ -35,6 +35,7 @@ from typing import Any, Literal
 import keras
 import tensorflow as tf
 
+from tfship.checkpoint_names import BEST_DIR, BEST_FILE, GUARD_FILE
 from tfship.config import PipelineConfig
 from tfship.errors import ConfigError, ModelError
 from tfship.fsutil import atomic_write_json, read_json
@@ -42,9 +43,6 @@ from tfship.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-GUARD_FILE = "run.json"
-BEST_DIR = "best"
-BEST_FILE = "best.json"
 GUARD_SCHEMA = "tfship-checkpoints/1"
 CORRUPT_DIR = "corrupt"
 _GENERATION = re.compile(r"^ckpt-(\d+)$")

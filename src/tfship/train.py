@@ -1,10 +1,13 @@
 """Training stage: one custom loop for the default, Mirrored and MultiWorkerMirrored strategies.
 
 Every step is a full global batch (per-replica batch × replicas, repeated data), so all workers
-run the same number of steps and `tf.nn.compute_average_loss` divides by the same number. Host
-flags (SIGTERM received, time-based checkpoint due) travel through each step as a tiny all-reduce,
-so under MultiWorkerMirroredStrategy every worker takes the same save/stop decision at the same
-step: saves involve every worker, and a worker that acted alone would hang the others.
+run the same number of steps and `tf.nn.compute_average_loss` divides by the same number. Steps
+run `train.steps_per_execution` at a time in one compiled call, whose ends every worker computes
+alike (never past an epoch end or a periodic checkpoint). Host flags (SIGTERM received,
+time-based checkpoint due) travel through each call as a tiny all-reduce, so under
+MultiWorkerMirroredStrategy every worker takes the same save/stop decision at the same step:
+saves involve every worker, and a worker that acted alone would hang the others. A flag raised
+during a call is acted on after the next one (at most 2 × steps_per_execution steps later).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from tfship.distribute import cluster_size, configure_devices, is_chief, make_st
 from tfship.distribute import strategy_name as _strategy_name
 from tfship.errors import Preempted, TrainingDiverged
 from tfship.rundir import RunDir
-from tfship.train_steps import build_steps, distributed_inputs
+from tfship.train_steps import build_steps, chunk_end, distributed_inputs
 from tfship.training_report import Progress, TensorBoardLog, TrainReport
 
 log = logging.getLogger(__name__)
@@ -154,6 +157,8 @@ def run_train(cfg: PipelineConfig, run_dir: RunDir, *, splits: Any = None) -> Tr
         total_steps = min(total_steps, tcfg.max_steps)
     lr = tcfg.learning_rate * (replicas if tcfg.scale_learning_rate else 1)
 
+    # Seeds Python, NumPy and TF, so a run's initial weights (and dropout) follow run.seed.
+    keras.utils.set_random_seed(cfg.run.seed)
     with strategy.scope():
         from tfship.model import build_model
 
@@ -202,7 +207,7 @@ def run_train(cfg: PipelineConfig, run_dir: RunDir, *, splits: Any = None) -> Tr
     train_data, val_data = distributed_inputs(
         strategy, cfg, splits, global_batch=global_batch, start_step=start_step
     )
-    train_step, evaluate = build_steps(
+    train_steps, evaluate = build_steps(
         strategy, model, optimizer, step_var, global_batch=global_batch
     )
     board = TensorBoardLog(run_dir.tensorboard, enabled=chief)
@@ -303,27 +308,43 @@ def run_train(cfg: PipelineConfig, run_dir: RunDir, *, splits: Any = None) -> Tr
         with _SigtermFlag() as sigterm:
             while step < total_steps:
                 t0 = time.perf_counter()
+                n = (
+                    chunk_end(
+                        step,
+                        tcfg.steps_per_execution,
+                        steps_per_epoch,
+                        total_steps,
+                        cfg.checkpoint.every_steps,
+                    )
+                    - step
+                )
                 flags = tf.constant([float(sigterm.raised), float(keeper.seconds_due())])
-                loss, correct, stop_flag, time_flag = train_step(iterator, flags).numpy().tolist()
+                out = train_steps(iterator, flags, tf.constant(n, dtype=tf.int32))
+                loss_sum, correct, first_bad, stop_flag, time_flag = out.numpy().tolist()
                 stop, time_due = stop_flag > 0, time_flag > 0
-                report.train_seconds += time.perf_counter() - t0
-                epoch_step_seconds += time.perf_counter() - t0
-                step += 1
-                report.steps_run += 1
-                if not math.isfinite(loss):
-                    raise diverged(f"the loss is {loss}")
-                epoch_loss += loss
+                elapsed = time.perf_counter() - t0
+                report.train_seconds += elapsed
+                epoch_step_seconds += elapsed
+                if not math.isfinite(loss_sum):
+                    # The steps after the first bad one ran on NaN weights; nothing was saved.
+                    step += int(first_bad) + 1 if first_bad >= 0 else n
+                    raise diverged("the loss is NaN or Inf")
+                log_due = (step + n) // tcfg.log_every_steps > step // tcfg.log_every_steps
+                step += n
+                report.steps_run += n
+                epoch_loss += loss_sum
                 epoch_correct += correct
-                epoch_steps += 1
+                epoch_steps += n
                 epoch = math.ceil(step / steps_per_epoch)
                 progress.update(
                     step,
+                    n,
                     epoch,
                     epoch_loss / epoch_steps,
                     epoch_correct / (epoch_steps * sample_size),
                 )
-                if step % tcfg.log_every_steps == 0:
-                    board.step_loss(step, loss)
+                if log_due:
+                    board.step_loss(step, loss_sum / n)
                 if stop or time_due or keeper.steps_due(step):
                     if not _all_finite(model):
                         raise diverged("the weights hold NaN/Inf values")
@@ -339,6 +360,10 @@ def run_train(cfg: PipelineConfig, run_dir: RunDir, *, splits: Any = None) -> Tr
                     )
                 if step % steps_per_epoch == 0 or step == total_steps:
                     end_epoch()
+    except BaseException:
+        # Diverged, interrupted or failed: back up what the checkpoints hold, briefly.
+        backup.close(preempted=True)
+        raise
     finally:
         progress.close()
         board.flush()

@@ -1,9 +1,11 @@
 """The training loop's compiled parts: distributed inputs, the train step and the evaluation.
 
 Every step is a full global batch (per-replica batch × replicas, repeated data), so all workers
-run the same number of steps and `tf.nn.compute_average_loss` divides by the same number. The
-train step also all-reduces the host flags it is given (see tfship.train), so every worker reads
-the same flags back after the same step.
+run the same number of steps and `tf.nn.compute_average_loss` divides by the same number. One
+call runs several steps (`train.steps_per_execution`, like Keras' `steps_per_execution`), so
+Python and the host read-back are paid once per call, not per step. The call also all-reduces
+the host flags it is given (see tfship.train), so every worker reads the same flags back after
+the same step.
 """
 
 from __future__ import annotations
@@ -62,6 +64,17 @@ def distributed_inputs(
     )
 
 
+def chunk_end(step: int, limit: int, *boundaries: int | None) -> int:
+    """Where a compiled call starting at `step` stops: after at most `limit` steps and never
+    past the next multiple of any boundary (epoch end, periodic checkpoint, the last step);
+    a boundary of None is ignored. Every worker computes the same ends from the same numbers."""
+    end = step + limit
+    for every in boundaries:
+        if every is not None:
+            end = min(end, (step // every + 1) * every)
+    return end
+
+
 def build_steps(
     strategy: tf.distribute.Strategy,
     model: keras.Model,
@@ -69,11 +82,13 @@ def build_steps(
     step_var: tf.Variable,
     *,
     global_batch: int,
-) -> tuple[Callable[[Any, tf.Tensor], tf.Tensor], Callable[[Any], tf.Tensor]]:
-    """`train_step(iterator, flags)` and `evaluate(dataset)` as tf.functions under `strategy`.
+) -> tuple[Callable[[Any, tf.Tensor, tf.Tensor], tf.Tensor], Callable[[Any], tf.Tensor]]:
+    """`train_steps(iterator, flags, n)` and `evaluate(dataset)` as tf.functions under `strategy`.
 
-    `train_step` returns [loss, correct predictions, *flags] summed over replicas in one
-    all-reduce; `evaluate` returns [summed loss, correct predictions, examples].
+    `train_steps` runs n steps in one call (n is a tensor, so any n reuses one trace) and returns
+    [loss summed over the steps, correct predictions, offset of the first step whose loss was
+    not finite or -1, *flags summed over replicas]; `evaluate` returns [summed loss, correct
+    predictions, examples].
     """
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
 
@@ -81,24 +96,29 @@ def build_steps(
         pred = tf.argmax(logits, axis=-1, output_type=tf.int64)
         return tf.reduce_sum(tf.cast(tf.equal(pred, tf.cast(y, tf.int64)), tf.float32))
 
-    @tf.function
-    def train_step(iterator: Any, flags: tf.Tensor) -> tf.Tensor:
-        def replica_step(x: tf.Tensor, y: tf.Tensor, flags: tf.Tensor) -> Any:
-            with tf.GradientTape() as tape:
-                logits = model(x, training=True)
-                loss = tf.nn.compute_average_loss(
-                    loss_fn(y, logits), global_batch_size=global_batch
-                )
-                if model.losses:
-                    loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
-            grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-            return tf.concat([tf.stack([loss, _correct(y, logits)]), flags], axis=0)
+    def replica_step(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = tf.nn.compute_average_loss(loss_fn(y, logits), global_batch_size=global_batch)
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return tf.stack([loss, _correct(y, logits)])
 
-        x, y = next(iterator)
-        per_replica = strategy.run(replica_step, args=(x, y, flags))
-        step_var.assign_add(1)
-        return strategy.reduce(_SUM, per_replica, axis=None)
+    @tf.function
+    def train_steps(iterator: Any, flags: tf.Tensor, n: tf.Tensor) -> tf.Tensor:
+        totals = tf.zeros([2])
+        first_bad = tf.constant(-1, dtype=n.dtype)
+        for i in tf.range(n):
+            x, y = next(iterator)
+            step_totals = strategy.reduce(_SUM, strategy.run(replica_step, args=(x, y)), axis=None)
+            step_var.assign_add(1)
+            bad = tf.logical_and(first_bad < 0, tf.logical_not(tf.math.is_finite(step_totals[0])))
+            first_bad = tf.where(bad, i, first_bad)
+            totals += step_totals
+        agreed = strategy.reduce(_SUM, strategy.run(tf.identity, args=(flags,)), axis=None)
+        return tf.concat([totals, [tf.cast(first_bad, tf.float32)], agreed], axis=0)
 
     @tf.function
     def evaluate(dataset: Any) -> tf.Tensor:
@@ -117,4 +137,4 @@ def build_steps(
             totals += strategy.reduce(_SUM, strategy.run(replica_eval, args=(x, y)), axis=None)
         return totals
 
-    return train_step, evaluate
+    return train_steps, evaluate

@@ -39,12 +39,14 @@ class Progress:
 
             self._bar = tqdm(total=total, initial=initial, unit="step", file=sys.stderr)
 
-    def update(self, step: int, epoch: int, loss: float, acc: float) -> None:
+    def update(self, step: int, steps: int, epoch: int, loss: float, acc: float) -> None:
+        """`steps` were just run, ending at `step`; shown when they cross a multiple of `every`."""
+        due = step // self.every > (step - steps) // self.every
         if self._bar is not None:
-            self._bar.update(1)
-            if step % self.every == 0:
+            self._bar.update(steps)
+            if due:
                 self._bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", acc=f"{acc:.3f}")
-        elif self.kind == "log" and (step % self.every == 0 or step == self.total):
+        elif self.kind == "log" and (due or step == self.total):
             rate = (step - self._s0) / max(time.perf_counter() - self._t0, 1e-9)
             log.info(
                 "step %d/%d epoch %d loss %.4f accuracy %.4f (%.1f steps/s)",

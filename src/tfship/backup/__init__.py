@@ -2,10 +2,10 @@
 
 The training stage needs three calls (see `TrainingBackup`):
 
-    backup = open_training_backup(cfg, run_dir, chief=chief)
+    backup = open_training_backup(cfg, run_dir, chief=chief)   # starts the agent process
     backup.restore()          # before the CheckpointManager is created
     ...                       # after every manager.save() / best save:
-    backup.sync()             # returns at once; uploads run in a background thread
+    backup.sync()             # returns at once; the agent uploads in the background
     ...
     backup.close(preempted=...)   # bounded wait for the last upload, then stop
 
@@ -16,6 +16,7 @@ directory.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import threading
@@ -24,14 +25,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
+from tfship.backup.agent import BackupAgent
 from tfship.backup.restore import restore_latest
 from tfship.backup.store import ObjectStore, open_store
 from tfship.backup.sync import BackupStatus, CheckpointBackup
+from tfship.checkpoint_names import BEST_DIR, BEST_FILE, GUARD_FILE
 from tfship.config import BackupConfig, PipelineConfig
 from tfship.errors import Preempted
 from tfship.rundir import RunDir
 
 __all__ = [
+    "BackupAgent",
     "BackupStatus",
     "CheckpointBackup",
     "ObjectStore",
@@ -117,8 +121,6 @@ class TrainingBackup:
         *,
         chief: bool = True,
     ) -> None:
-        from tfship.checkpoints import BEST_DIR, BEST_FILE, GUARD_FILE
-
         self.cfg = bcfg
         self.store = store
         self.chief = chief
@@ -134,6 +136,7 @@ class TrainingBackup:
         self._restoring: threading.Thread | None = None
         self._stop_poll = threading.Event()
         self._restore_result: tuple[int | None, BaseException | None] = (None, None)
+        self._last_handed = -math.inf
 
     def start_restore(self) -> None:
         """Begin `restore()` on a background thread (client set-up, listing, download), so it
@@ -170,9 +173,23 @@ class TrainingBackup:
         return step
 
     def sync(self) -> None:
-        """Hand any new local generation to the background uploader (never blocks)."""
+        """Hand any new local generation to the background uploader (never blocks), at most
+        once per `backup.every_seconds`; the poller picks up what was held back."""
         if self.store is None or not self.chief or self._stop_poll.is_set():
             return
+        self._start()
+        # A backup bounds what a hard kill loses; uploading each of several saves a second
+        # apart only costs CPU and bandwidth (measured: benchmarks/backup_overhead.py).
+        if time.monotonic() - self._last_handed < self.cfg.every_seconds:
+            return
+        # best/ rides along with each regular generation (and is flushed by close()): on the
+        # demo it changes every epoch, and uploading it each time would double the traffic.
+        if self._backups[0].sync():
+            self._last_handed = time.monotonic()
+            for b in self._backups[1:]:
+                b.sync()
+
+    def _start(self) -> None:
         if not self._backups:
             self._backups = [
                 CheckpointBackup(remote, local, keep=keep, extras=extras)
@@ -182,11 +199,6 @@ class TrainingBackup:
                 target=self._poll, name="tfship-backup-poll", daemon=True
             )
             self._poller.start()
-        # best/ rides along with each regular generation (and is flushed by close()): on the
-        # demo it changes every epoch, and uploading it each time would double the traffic.
-        if self._backups[0].sync():
-            for b in self._backups[1:]:
-                b.sync()
 
     def _poll(self) -> None:
         # Checkpoints may be written in the background (TrainingCheckpoints with a shadow), so
@@ -201,11 +213,12 @@ class TrainingBackup:
     def close(self, *, preempted: bool = False) -> BackupStatus | None:
         """Upload what is still pending, waiting at most `backup.preempt_timeout_seconds`
         after a preemption and `backup.upload_timeout_seconds` otherwise."""
-        if not self._backups:
+        if self.store is None or not self.chief or self._stop_poll.is_set():
             return None
+        self._start()
         self._stop_poll.set()
         self._poller.join(timeout=5.0)
-        for b in self._backups:
+        for b in self._backups:  # the newest generation, whatever every_seconds held back
             b.sync()
         budget = self.cfg.preempt_timeout_seconds if preempted else self.cfg.upload_timeout_seconds
         deadline = time.monotonic() + budget
@@ -232,18 +245,15 @@ def open_training_backup(
     chief: bool = True,
     checkpoint_dir: Path | None = None,
     environ: Mapping[str, str] | None = None,
-) -> TrainingBackup:
-    """The run's backup as `cfg.backup` describes it (a no-op when disabled). Starts the
-    restore in the background; call it early and `restore()` just before the
-    CheckpointManager is created."""
+) -> TrainingBackup | BackupAgent:
+    """The run's backup as `cfg.backup` describes it: a no-op when disabled, else an agent
+    process (tfship.backup.agent) that starts restoring at once. Call it early, and
+    `restore()` just before the CheckpointManager is created."""
     ckpt_dir = Path(checkpoint_dir or cfg.checkpoint.dir or run_dir.checkpoints)
     bcfg = cfg.backup
     if not bcfg.enabled:
         return TrainingBackup(bcfg, ckpt_dir, None, chief=chief)
     assert bcfg.url is not None  # BackupConfig validation
     url = f"{bcfg.url.rstrip('/')}/{remote_prefix(cfg, run_dir, environ)}"
-    store = open_store(url, endpoint_url=bcfg.endpoint_url, timeout=bcfg.request_timeout_seconds)
     log.info("checkpoint backup: %s -> %s", ckpt_dir, url)
-    backup = TrainingBackup(bcfg, ckpt_dir, store, chief=chief)
-    backup.start_restore()
-    return backup
+    return BackupAgent(bcfg, ckpt_dir, url, chief=chief)

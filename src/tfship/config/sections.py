@@ -94,6 +94,12 @@ class TrainConfig(_Section):
     scale_learning_rate: bool = Field(False, description="multiply the rate by replicas in sync")
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps (smoke)")
     log_every_steps: int = Field(20, ge=1)
+    steps_per_execution: int = Field(
+        10,
+        ge=1,
+        description="training steps per compiled call; loss, NaN and preemption checks run once "
+        "per call (a call never crosses an epoch end or a periodic checkpoint)",
+    )
     progress: Literal["auto", "bar", "log", "none"] = "auto"
 
 
@@ -127,6 +133,12 @@ class BackupConfig(_Section):
     )
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, Ceph, ...)")
     keep: int = Field(2, ge=1, description="complete generations kept remotely")
+    every_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="upload the newest checkpoint at most this often (0: every save); the "
+        "first one and the last one (end of training or SIGTERM) are always uploaded",
+    )
     include_best: bool = Field(True, description="also back up checkpoints/best/")
     restore: bool = Field(True, description="restore into an empty checkpoint dir on start")
     request_timeout_seconds: float = Field(60.0, gt=0, description="per object-store request")

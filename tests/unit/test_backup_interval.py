@@ -1,0 +1,83 @@
+"""`backup.every_seconds`: the training loop's sync() uploads at most that often; the newest
+generation held back is uploaded by close(), after a normal end or a preemption alike."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tfship.backup import TrainingBackup
+from tfship.backup.generation import MARKER_SUFFIX, state_file_text
+from tfship.backup.store import LocalStore
+from tfship.config import PipelineConfig
+
+
+def save(ckpt_dir: Path, step: int) -> None:
+    """What CheckpointManager leaves on disk: data, index, then the state file naming it."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    (ckpt_dir / f"ckpt-{step}.data-00000-of-00001").write_bytes(step.to_bytes(4, "big") * 64)
+    (ckpt_dir / f"ckpt-{step}.index").write_bytes(b"index")
+    (ckpt_dir / "checkpoint").write_text(state_file_text(f"ckpt-{step}"))
+
+
+def remote_steps(store: LocalStore) -> list[int]:
+    return sorted(
+        int(k.removeprefix("ckpt-").removesuffix(MARKER_SUFFIX))
+        for k in store.list()
+        if k.endswith(MARKER_SUFFIX)
+    )
+
+
+def wait_for(store: LocalStore, steps: list[int]) -> None:
+    deadline = time.monotonic() + 10
+    while remote_steps(store) != steps:
+        assert time.monotonic() < deadline, f"remote holds {remote_steps(store)}, not {steps}"
+        time.sleep(0.02)
+
+
+def open_backup(tmp_path: Path, every_seconds: float) -> tuple[TrainingBackup, LocalStore, Path]:
+    cfg = PipelineConfig.model_validate(
+        {
+            "backup": {
+                "enabled": True,
+                "url": str(tmp_path / "remote"),
+                "every_seconds": every_seconds,
+                "keep": 5,
+                "include_best": False,
+            }
+        }
+    )
+    store = LocalStore(str(tmp_path / "remote"))
+    ckpt_dir = tmp_path / "checkpoints"
+    return TrainingBackup(cfg.backup, ckpt_dir, store), store, ckpt_dir
+
+
+@pytest.mark.parametrize("preempted", [False, True])
+def test_saves_within_the_interval_are_held_back_and_close_uploads_the_newest(
+    tmp_path: Path, preempted: bool
+) -> None:
+    backup, store, ckpt_dir = open_backup(tmp_path, every_seconds=60)
+    save(ckpt_dir, 10)
+    backup.sync()  # the first generation goes at once
+    wait_for(store, [10])
+    for step in (20, 30):
+        save(ckpt_dir, step)
+        backup.sync()
+    time.sleep(0.3)
+    assert remote_steps(store) == [10]  # 20 and 30 came within 60 s of the last upload
+    status = backup.close(preempted=preempted)
+    assert status is not None and status.pending == ()
+    assert remote_steps(store) == [10, 30]  # the newest; 20 was never worth uploading
+    assert status.uploaded == ("ckpt-10", "ckpt-30")
+
+
+def test_with_every_seconds_zero_each_save_is_uploaded(tmp_path: Path) -> None:
+    backup, store, ckpt_dir = open_backup(tmp_path, every_seconds=0)
+    for step in (10, 20, 30):
+        save(ckpt_dir, step)
+        backup.sync()
+        wait_for(store, list(range(10, step + 1, 10)))
+    backup.close()
+    assert remote_steps(store) == [10, 20, 30]
