@@ -490,8 +490,13 @@ def restore_for_export(
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
     try:
         tf.train.Checkpoint(model=model, step=step).restore(path).expect_partial()
-    except (tf.errors.OpError, AssertionError, ValueError) as exc:
-        raise ModelError(f"cannot restore {path} into the configured model: {exc}") from exc
+    # Same as resuming: damage surfaces as OpError, IndexError (truncated shard), ValueError, ...
+    except Exception as exc:
+        raise ModelError(
+            f"cannot restore {path} into the configured model: {exc}",
+            hint="the checkpoint files are damaged or belong to another model; nothing was "
+            "exported. Retrain with `tfship run --fresh` (or delete this checkpoint directory)",
+        ) from exc
     info: dict[str, Any] = {
         "which": which,
         "checkpoint": path,

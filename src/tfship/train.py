@@ -134,15 +134,17 @@ def run_train(cfg: PipelineConfig, run_dir: RunDir, *, splits: Any = None) -> Tr
     directory. `splits` (a tfship.data.Splits) skips loading the data again.
     """
     t_start = time.perf_counter()
-    # Devices and the (multi-worker) strategy first: both must exist before TF runs any op.
-    configure_devices(cfg.train)
-    strategy = make_strategy(cfg.train)
     chief = is_chief()
-    # Checkpoint backup (tfship.backup, off unless backup.enabled); opened early so fetching a
-    # backed-up generation overlaps loading the data and building the model.
+    # Checkpoint backup (tfship.backup, off unless backup.enabled): its agent process starts
+    # first, so its start-up and the fetch of a backed-up generation overlap setting up devices,
+    # loading the data and building the model.
     from tfship.backup import open_training_backup
 
     backup = open_training_backup(cfg, run_dir, chief=chief)
+    # Devices and the (multi-worker) strategy before anything else: both must exist before TF
+    # runs any op.
+    configure_devices(cfg.train)
+    strategy = make_strategy(cfg.train)
     if splits is None:
         from tfship.data import load_splits
 

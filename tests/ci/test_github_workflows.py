@@ -199,7 +199,7 @@ TABLE = [
         "workflow_dispatch",
         None,
         None,
-        TRAIN_ALL | {"deploy:deploy/deploy"},
+        TRAIN_ALL | {"deploy:inputs", "deploy:deploy/deploy"},
     ),
 ]
 
@@ -345,6 +345,36 @@ def test_deploy_checks_the_train_runs_provenance_before_downloading_its_artifact
     assert job["env"]["TFSHIP_RUN_RUN_ID"] == "gh-${{ inputs.run-id || github.run_id }}"
     for i in downloads:
         assert steps[i]["with"]["run-id"] == "${{ inputs.run-id || github.run_id }}"
+
+
+@pytest.mark.parametrize(
+    ("action", "run_id", "inputs_fail", "downloads"),
+    [
+        ("deploy", "4711", False, True),
+        ("promote", "4711", False, True),
+        ("deploy", "", True, False),  # refused with a message before anything runs
+        ("promote", "", True, False),
+        ("rollback", "", False, False),  # moves stable back; no run, no artifacts
+        ("rollback", "4711", False, False),
+    ],
+)
+def test_manual_deploy_needs_a_train_run_except_to_roll_back(
+    action: str, run_id: str, inputs_fail: bool, downloads: bool
+) -> None:
+    deploy = load(WORKFLOWS / "deploy.yml")
+    context = {"inputs.action": action, "inputs.run-id": run_id}
+    assert "required" not in triggers(deploy)["workflow_dispatch"]["inputs"]["run-id"]
+    check = deploy["jobs"]["inputs"]
+    assert deploy["jobs"]["deploy"]["needs"] == "inputs" and check["permissions"] == {}
+    (step,) = check["steps"]
+    assert bool(evaluate(step["if"], context)) is inputs_fail
+    assert "exit 1" in step["run"] and "need run-id" in step["run"]
+    if inputs_fail:
+        return
+    steps = load(WORKFLOWS / "_deploy.yml")["jobs"]["deploy"]["steps"]
+    fetches = [s for s in steps if s.get("uses", "").startswith("actions/download-artifact@")]
+    assert len(fetches) == 2
+    assert all(bool(evaluate(s["if"], context)) is downloads for s in fetches)
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)

@@ -146,6 +146,13 @@ def test_restore_for_export_loads_best_and_latest_weights(tmp_path):
     with pytest.raises(ConfigError, match="different model"):
         restore_for_export(make_cfg(model={"options": {"units": 4}}), run_dir)
 
+    # A damaged best checkpoint is refused with the way out, never exported half-loaded.
+    for shard in (run_dir.checkpoints / "best").glob("*.data-*"):
+        shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(ModelError, match="cannot restore") as err:
+        restore_for_export(cfg, run_dir, which="best")
+    assert "tfship run --fresh" in str(err.value)
+
 
 def test_restore_for_export_without_training_says_to_train_first(tmp_path):
     with pytest.raises(ModelError, match="run `tfship train`"):

@@ -24,15 +24,18 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from tfship.backup.agent import BackupAgent
 from tfship.backup.restore import restore_latest
 from tfship.backup.store import ObjectStore, open_store
 from tfship.backup.sync import BackupStatus, CheckpointBackup
 from tfship.checkpoint_names import BEST_DIR, BEST_FILE, GUARD_FILE
-from tfship.config import BackupConfig, PipelineConfig
 from tfship.errors import Preempted
-from tfship.rundir import RunDir
+
+if TYPE_CHECKING:  # not at run time: the agent process stays light (see tfship.backup.agent)
+    from tfship.config import BackupConfig, PipelineConfig
+    from tfship.rundir import RunDir
 
 __all__ = [
     "BackupAgent",
