@@ -252,6 +252,7 @@ def test_tfship_train_flushes_on_sigterm_and_a_fresh_runner_resumes_from_the_sto
         "checkpoint.every_steps=20",
         "train.progress=none",
         "backup.enabled=true",
+        "backup.every_seconds=0",  # every save, so a generation is remote before the SIGTERM
         f"backup.url=s3://{BUCKET}",
         f"backup.prefix={prefix}",
         f"backup.endpoint_url={s3_endpoint}",

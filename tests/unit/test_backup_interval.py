@@ -1,5 +1,6 @@
-"""`backup.every_seconds`: the training loop's sync() uploads at most that often; the newest
-generation held back is uploaded by close(), after a normal end or a preemption alike."""
+"""`backup.every_seconds`: the training loop's sync() uploads at most that often, counted from
+the start; the newest generation held back is uploaded by close(), after a normal end or a
+preemption alike."""
 
 from __future__ import annotations
 
@@ -59,18 +60,30 @@ def test_saves_within_the_interval_are_held_back_and_close_uploads_the_newest(
     tmp_path: Path, preempted: bool
 ) -> None:
     backup, store, ckpt_dir = open_backup(tmp_path, every_seconds=60)
-    save(ckpt_dir, 10)
-    backup.sync()  # the first generation goes at once
-    wait_for(store, [10])
-    for step in (20, 30):
+    for step in (10, 20, 30):
         save(ckpt_dir, step)
         backup.sync()
     time.sleep(0.3)
-    assert remote_steps(store) == [10]  # 20 and 30 came within 60 s of the last upload
+    assert remote_steps(store) == []  # all three came within 60 s of the start
     status = backup.close(preempted=preempted)
     assert status is not None and status.pending == ()
-    assert remote_steps(store) == [10, 30]  # the newest; 20 was never worth uploading
-    assert status.uploaded == ("ckpt-10", "ckpt-30")
+    assert remote_steps(store) == [30]  # the newest; 10 and 20 were never worth uploading
+    assert status.uploaded == ("ckpt-30",)
+
+
+def test_once_the_interval_has_passed_the_next_save_is_uploaded(tmp_path: Path) -> None:
+    backup, store, ckpt_dir = open_backup(tmp_path, every_seconds=0.5)
+    save(ckpt_dir, 10)
+    backup.sync()
+    time.sleep(0.6)
+    save(ckpt_dir, 20)
+    backup.sync()
+    wait_for(store, [20])
+    save(ckpt_dir, 30)
+    backup.sync()  # within 0.5 s of the last upload: held back until close
+    status = backup.close()
+    assert status is not None and status.uploaded == ("ckpt-20", "ckpt-30")
+    assert remote_steps(store) == [20, 30]
 
 
 def test_with_every_seconds_zero_each_save_is_uploaded(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ directory.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import threading
@@ -139,7 +138,7 @@ class TrainingBackup:
         self._restoring: threading.Thread | None = None
         self._stop_poll = threading.Event()
         self._restore_result: tuple[int | None, BaseException | None] = (None, None)
-        self._last_handed = -math.inf
+        self._last_handed = time.monotonic()  # the interval counts from the start
 
     def start_restore(self) -> None:
         """Begin `restore()` on a background thread (client set-up, listing, download), so it
@@ -177,7 +176,8 @@ class TrainingBackup:
 
     def sync(self) -> None:
         """Hand any new local generation to the background uploader (never blocks), at most
-        once per `backup.every_seconds`; the poller picks up what was held back."""
+        once per `backup.every_seconds` counted from the start; the poller picks up what was
+        held back once the interval has passed."""
         if self.store is None or not self.chief or self._stop_poll.is_set():
             return
         self._start()

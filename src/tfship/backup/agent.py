@@ -20,6 +20,7 @@ exits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -177,6 +178,10 @@ def main() -> int:
     """The agent: restore, answer, then serve sync/close until told to close or stdin ends."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Background work: when the cores are busy, training goes first (the scheduler still gives
+    # a niced process its share, so uploads never starve; at close the trainer only waits).
+    with contextlib.suppress(OSError):
+        os.nice(10)
     from tfship.backup import TrainingBackup
     from tfship.backup.store import open_store
 

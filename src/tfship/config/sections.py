@@ -136,8 +136,8 @@ class BackupConfig(_Section):
     every_seconds: float = Field(
         30.0,
         ge=0,
-        description="upload the newest checkpoint at most this often (0: every save); the "
-        "first one and the last one (end of training or SIGTERM) are always uploaded",
+        description="upload the newest checkpoint at most this often, counted from the start "
+        "(0: every save); the last one is always uploaded at the end of training and on SIGTERM",
     )
     include_best: bool = Field(True, description="also back up checkpoints/best/")
     restore: bool = Field(True, description="restore into an empty checkpoint dir on start")
