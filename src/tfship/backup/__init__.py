@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 from tfship.backup.agent import BackupAgent
@@ -30,7 +29,6 @@ from tfship.backup.restore import restore_latest
 from tfship.backup.store import ObjectStore, open_store
 from tfship.backup.sync import BackupStatus, CheckpointBackup
 from tfship.checkpoint_names import BEST_DIR, BEST_FILE, GUARD_FILE
-from tfship.errors import Preempted
 
 if TYPE_CHECKING:  # not at run time: the agent process stays light (see tfship.backup.agent)
     from tfship.config import BackupConfig, PipelineConfig
@@ -134,45 +132,16 @@ class TrainingBackup:
                     (checkpoint_dir / BEST_DIR, _Prefixed(store, BEST_DIR), 1, (BEST_FILE,))
                 )
         self._backups: list[CheckpointBackup] = []
-        self.restored_step: int | None = None
-        self._restoring: threading.Thread | None = None
         self._stop_poll = threading.Event()
-        self._restore_result: tuple[int | None, BaseException | None] = (None, None)
         self._last_handed = time.monotonic()  # the interval counts from the start
-
-    def start_restore(self) -> None:
-        """Begin `restore()` on a background thread (client set-up, listing, download), so it
-        overlaps data loading and model building; `restore()` then only waits for it."""
-        if self.store is None or not self.cfg.restore or self._restoring is not None:
-            return
-
-        def work() -> None:
-            try:
-                steps = [restore_latest(local, remote) for local, remote, _, _ in self.dirs]
-                self._restore_result = (steps[0], None)
-            except BaseException as exc:  # re-raised by restore() on the caller's thread
-                self._restore_result = (None, exc)
-
-        self._restoring = threading.Thread(target=work, name="tfship-backup-restore", daemon=True)
-        self._restoring.start()
-
-    @property
-    def enabled(self) -> bool:
-        return self.store is not None
 
     def restore(self) -> int | None:
         """If the checkpoint directory is empty, bring back the newest complete remote
         generation (and best/). Returns the step restored, or None."""
         if self.store is None or not self.cfg.restore:
             return None
-        self.start_restore()
-        assert self._restoring is not None
-        self._restoring.join()
-        step, error = self._restore_result
-        if error is not None:
-            raise error
-        self.restored_step = step
-        return step
+        steps = [restore_latest(local, remote) for local, remote, _, _ in self.dirs]
+        return steps[0]
 
     def sync(self) -> None:
         """Hand any new local generation to the background uploader (never blocks), at most
@@ -228,17 +197,6 @@ class TrainingBackup:
         statuses = [b.close(max(0.0, deadline - time.monotonic())) for b in self._backups]
         self._backups = []
         return statuses[0]
-
-    def __enter__(self) -> TrainingBackup:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close(preempted=isinstance(exc, Preempted | KeyboardInterrupt))
 
 
 def open_training_backup(

@@ -51,12 +51,10 @@ _CLOSE_MARGIN_SECONDS = 10.0
 class BackupAgent:
     """Proxy for the agent process; same calls as `TrainingBackup`."""
 
-    enabled = True
-
     def __init__(self, bcfg: BackupConfig, checkpoint_dir: Path, url: str, *, chief: bool) -> None:
         self.cfg = bcfg
         self.chief = chief
-        self.restored_step: int | None = None
+        self._restored: int | None = None
         self._restore_answered = False
         self._closed = False
         self._lines: queue.Queue[str | None] = queue.Queue()
@@ -126,13 +124,13 @@ class BackupAgent:
         """The step the agent restored into the empty checkpoint dir (None: nothing to do)."""
         if not self._restore_answered:
             try:
-                self.restored_step = self._answer("restored", timeout=None)["step"]
+                self._restored = self._answer("restored", timeout=None)["step"]
             except TfshipError:
                 self._closed = True  # the agent has stopped; close() has nothing left to do
                 self._reap()
                 raise
             self._restore_answered = True
-        return self.restored_step
+        return self._restored
 
     def sync(self) -> None:
         if self.chief and not self._closed:
@@ -145,8 +143,7 @@ class BackupAgent:
         budget = self.cfg.preempt_timeout_seconds if preempted else self.cfg.upload_timeout_seconds
         status = None
         try:
-            if not self._restore_answered:
-                self.restore()
+            # An unread restore answer is skipped, or its error raised, on the way to this one.
             self._send({"op": "close", "preempted": preempted})
             found = self._answer("closed", timeout=budget + _CLOSE_MARGIN_SECONDS)["status"]
             status = (
