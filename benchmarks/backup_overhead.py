@@ -1,13 +1,17 @@
-"""Checkpoint backup overhead: `run_train` on the demo with backup off vs on (target <= 5 %),
+"""Checkpoint backup overhead: `tfship train` on the demo with backup off vs on (target <= 5 %),
 and the time to restore the demo's checkpoints from object storage on a fresh runner.
 
+Each run is a fresh process following the CLI's path: the backup agent starts before TensorFlow
+is imported (its start-up overlaps that import), then `run_train` trains and closes it. Two
+figures, each the median of the per-repeat on/off ratios: `run_train`'s wall time (training
+alone: waiting for the agent's restore answer, competing with it for the cores, and the final
+flush, since `run_train` returns only after `backup.close()`), and the whole process's wall time
+(TensorFlow's import and the agent's start-up included), which is what the CI job takes.
+
 The store is moto_server (S3 stand-in) on 127.0.0.1, so network latency is near zero and the
-figure isolates tfship's own cost: the agent process (tfship.backup.agent: boto3 start-up,
-staging, hashing, uploads) competing for the 2 cores, and the final flush (included:
-`run_train` returns only after `backup.close()`). moto_server's own CPU also lands on these
-cores here (it is remote in production) and is reported apart. Runs alternate off/on so a busy
-machine hurts both equally; medians are reported, for `run_train` and for the whole process
-(TensorFlow's import included).
+figures isolate tfship's own cost. moto_server's own CPU also lands on these cores here (it is
+remote in production) and is reported apart. Runs alternate off/on so a busy machine hurts both
+equally.
 
     .venv/bin/python benchmarks/backup_overhead.py [--repeats 7]
 """
@@ -23,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for tests.helpers (run as a script from anywhere)
@@ -36,13 +41,10 @@ AWS = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 
-# Runs inside a fresh interpreter: TensorFlow's import is outside the timed region.
+# Runs inside a fresh interpreter, the way `tfship train` does (tfship.commands.train): the
+# backup agent starts before TensorFlow is imported, then run_train trains and closes it.
 TRAIN = """
-import json, sys, time
-from tfship.config import load_config
-from tfship.rundir import RunDir
-from tfship.train import run_train
-import resource
+import argparse, json, resource, sys, time
 import tfship.backup as backup
 parts = {"open": 0.0, "restore": 0.0, "final_flush": 0.0}
 def timed(name, fn):
@@ -53,25 +55,25 @@ def timed(name, fn):
         finally:
             parts[name] += time.perf_counter() - t
     return wrapper
-# Attribute the fixed costs (client + listing at start, waiting for the last upload at the end).
+# Attribute the fixed costs (starting the agent, waiting for its restore answer, waiting for
+# the last upload).
 backup.open_training_backup = timed("open", backup.open_training_backup)
 backup.BackupAgent.restore = timed("restore", backup.BackupAgent.restore)
 backup.BackupAgent.close = timed("final_flush", backup.BackupAgent.close)
-cfg = load_config("pipeline.yaml", overrides=sys.argv[2:])
-t0, c0 = time.perf_counter(), time.process_time()
-run_train(cfg, RunDir(__import__("pathlib").Path(sys.argv[1])))
+from tfship.commands.train import _handle
+c0 = time.process_time()
+result = _handle(argparse.Namespace(config="pipeline.yaml", overrides=sys.argv[2:],
+                                    run_dir=sys.argv[1]))
 child = resource.getrusage(resource.RUSAGE_CHILDREN)  # the agent, waited for by close()
-print(json.dumps({"seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0,
+print(json.dumps({"seconds": result.wall_seconds, "cpu": time.process_time() - c0,
                   "agent_cpu": child.ru_utime + child.ru_stime, "parts": parts}))
 """
 
 
-PARTS: list[dict[str, float]] = []
-
-
-def train(run_dir: Path, sets: list[str], env: dict[str, str]) -> dict[str, float]:
-    """run_train in a fresh process: its wall and CPU seconds, the agent's CPU seconds and
-    the whole process's wall seconds."""
+def train(run_dir: Path, sets: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """`tfship train` in a fresh process: run_train's wall seconds, the process's CPU seconds
+    (TensorFlow's import included), the agent's CPU seconds, the whole process's wall seconds
+    and the fixed costs of the backup."""
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", TRAIN, str(run_dir), *sets],
@@ -85,8 +87,8 @@ def train(run_dir: Path, sets: list[str], env: dict[str, str]) -> dict[str, floa
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-3000:])
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    PARTS.append(out["parts"])
     return {
+        "parts": out["parts"],
         "wall": float(out["seconds"]),
         "cpu": float(out["cpu"]),
         "agent_cpu": float(out["agent_cpu"]),
@@ -118,8 +120,8 @@ def main() -> int:
 
         endpoint = moto.url
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
-        off: list[dict[str, float]] = []
-        on: list[dict[str, float]] = []
+        off: list[dict[str, Any]] = []
+        on: list[dict[str, Any]] = []
         moto_cpu = 0.0
         with tempfile.TemporaryDirectory() as tmp:
             for i in range(args.repeats):
@@ -155,36 +157,31 @@ def main() -> int:
                 step = restore_latest(Path(tmp, f"fresh-{i}", "checkpoints"), store)
                 restores.append(time.perf_counter() - t0)
 
-    def med(runs: list[dict[str, float]], key: str) -> float:
+    def med(runs: list[dict[str, Any]], key: str) -> float:
         return statistics.median(r[key] for r in runs)
 
-    w_off, w_on = med(off, "wall"), med(on, "wall")
-    # Each repeat runs off and on back to back, so the median of the per-repeat ratios follows
-    # the machine's load drift less than the ratio of the two medians.
-    ratios = [b["wall"] / a["wall"] for a, b in zip(off, on, strict=True)]
-    overhead = (statistics.median(ratios) - 1) * 100
-    p_off, p_on = med(off, "process"), med(on, "process")
+    def overhead(key: str) -> float:
+        # Each repeat runs off and on back to back, so the median of the per-repeat ratios
+        # follows the machine's load drift less than the ratio of the two medians.
+        ratios = [b[key] / a[key] for a, b in zip(off, on, strict=True)]
+        return (statistics.median(ratios) - 1) * 100
+
+    def verdict(pct: float) -> str:
+        return f"{pct:+.1f} %   target <= 5 %   {'OK' if pct <= 5 else 'OVER'}"
+
     c_off, c_on, agent = med(off, "cpu"), med(on, "cpu"), med(on, "agent_cpu")
     n = args.repeats
-    print(f"run_train, demo, backup off: wall {w_off:6.2f} s, CPU {c_off:6.2f} s (medians of {n})")
+    print(f"medians of {n} repeats, demo config", *args.sets)
+    print(f"run_train wall:     off {med(off, 'wall'):6.2f} s   on {med(on, 'wall'):6.2f} s")
+    print(f"  overhead (median of per-repeat ratios): {verdict(overhead('wall'))}")
+    print(f"whole process wall: off {med(off, 'process'):6.2f} s   on {med(on, 'process'):6.2f} s")
+    print(f"  overhead (median of per-repeat ratios): {verdict(overhead('process'))}")
     print(
-        f"run_train, demo, backup on:  wall {w_on:6.2f} s, CPU {c_on:6.2f} s "
-        f"+ agent process {agent:.2f} s CPU"
+        f"trainer process CPU (TensorFlow's import included): off {c_off:.2f} s, on {c_on:.2f} s "
+        f"({(c_on - c_off) / c_off * 100:+.1f} %); agent process {agent:.2f} s CPU; moto_server "
+        f"(the store, on the same cores here, remote in production) {moto_cpu / n:.2f} s CPU"
     )
-    print(
-        f"wall overhead (median of the per-repeat ratios): {overhead:+.1f} %   target <= 5 %   "
-        f"{'OK' if overhead <= 5 else 'OVER'}"
-    )
-    print(
-        f"whole process (TF import included): off {p_off:.2f} s, on {p_on:.2f} s, "
-        f"{(p_on - p_off) / p_off * 100:+.1f} %"
-    )
-    print(
-        f"trainer CPU overhead: {(c_on - c_off) / c_off * 100:+.1f} %; moto_server (the store, "
-        f"on the same cores here, remote in production) used {moto_cpu / n:.2f} s CPU per run"
-    )
-    on_parts = PARTS[1::2]
-    fixed = {k: statistics.median(p[k] for p in on_parts) for k in on_parts[0]}
+    fixed = {k: statistics.median(r["parts"][k] for r in on) for k in on[0]["parts"]}
     print(
         "fixed costs with backup on (median): "
         + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in fixed.items())

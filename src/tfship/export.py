@@ -359,7 +359,7 @@ def _data_manifest(cfg: PipelineConfig, run_dir: RunDir, splits: Any) -> dict[st
 
 def run_export(cfg: PipelineConfig, run_dir: RunDir) -> ExportResult:
     """Export the best checkpoint of this run (chief only under multi-worker training)."""
-    from tfship.distribute import is_chief
+    from tfship.cluster import is_chief
 
     if not is_chief():
         return ExportResult(

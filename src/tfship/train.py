@@ -20,20 +20,24 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tfship.checkpoints import METRICS, TrainingCheckpoints, guard_record
+from tfship.cluster import cluster_size, is_chief
 from tfship.config import PipelineConfig, dump_config
-from tfship.distribute import cluster_size, configure_devices, is_chief, make_strategy
+from tfship.distribute import configure_devices, make_strategy
 from tfship.distribute import strategy_name as _strategy_name
 from tfship.errors import Preempted, TrainingDiverged
 from tfship.rundir import RunDir
 from tfship.train_steps import build_steps, chunk_end, distributed_inputs
 from tfship.training_report import Progress, TensorBoardLog, TrainReport
+
+if TYPE_CHECKING:
+    from tfship.backup import BackupAgent, TrainingBackup
 
 log = logging.getLogger(__name__)
 
@@ -126,21 +130,49 @@ def _all_finite(model: keras.Model) -> bool:
     return all(bool(tf.reduce_all(tf.math.is_finite(w.value))) for w in model.trainable_weights)
 
 
-def run_train(cfg: PipelineConfig, run_dir: RunDir, *, splits: Any = None) -> TrainResult:
+def run_train(
+    cfg: PipelineConfig,
+    run_dir: RunDir,
+    *,
+    splits: Any = None,
+    backup: TrainingBackup | BackupAgent | None = None,
+) -> TrainResult:
     """Train `cfg.model` on the data, resuming from the latest checkpoint when one exists.
 
     Raises Preempted (exit 75) after saving when SIGTERM arrives, TrainingDiverged (exit 5) on a
     NaN/Inf loss without touching the last good checkpoint. Only the chief writes to the run
-    directory. `splits` (a tfship.data.Splits) skips loading the data again.
+    directory. `splits` (a tfship.data.Splits) skips loading the data again; `backup` is the
+    run's checkpoint backup when the caller opened it already (`tfship train` does, before
+    importing TensorFlow); run_train closes it.
     """
     t_start = time.perf_counter()
     chief = is_chief()
     # Checkpoint backup (tfship.backup, off unless backup.enabled): its agent process starts
     # first, so its start-up and the fetch of a backed-up generation overlap setting up devices,
     # loading the data and building the model.
-    from tfship.backup import open_training_backup
+    if backup is None:
+        from tfship.backup import open_training_backup
 
-    backup = open_training_backup(cfg, run_dir, chief=chief)
+        backup = open_training_backup(cfg, run_dir, chief=chief)
+    try:
+        return _train(cfg, run_dir, splits, backup, chief=chief, t_start=t_start)
+    except BaseException:
+        # Failed, diverged, preempted or interrupted, at any point: back up what the
+        # checkpoints hold, within backup.preempt_timeout_seconds (a no-op once closed).
+        backup.close(preempted=True)
+        raise
+
+
+def _train(
+    cfg: PipelineConfig,
+    run_dir: RunDir,
+    splits: Any,
+    backup: TrainingBackup | BackupAgent,
+    *,
+    chief: bool,
+    t_start: float,
+) -> TrainResult:
+    """run_train's body; the caller closes `backup` when this raises."""
     # Devices and the (multi-worker) strategy before anything else: both must exist before TF
     # runs any op.
     configure_devices(cfg.train)
@@ -362,10 +394,6 @@ def run_train(cfg: PipelineConfig, run_dir: RunDir, *, splits: Any = None) -> Tr
                     )
                 if step % steps_per_epoch == 0 or step == total_steps:
                     end_epoch()
-    except BaseException:
-        # Diverged, interrupted or failed: back up what the checkpoints hold, briefly.
-        backup.close(preempted=True)
-        raise
     finally:
         progress.close()
         board.flush()

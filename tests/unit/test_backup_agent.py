@@ -4,13 +4,19 @@ TensorFlow (its whole point is to keep that work off the trainer's interpreter).
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import signal
 import subprocess
 import sys
+import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import tfship
+import tfship.backup
 from tests.unit.test_backup_interval import remote_steps, save
 from tfship.backup import BackupAgent
 from tfship.backup.store import LocalStore
@@ -34,6 +40,58 @@ def test_the_agent_imports_neither_tensorflow_keras_nor_pydantic() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+class _FakeTrainModule(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Stands in for tfship.train (and so TensorFlow's import), noting when it is imported."""
+
+    def __init__(self, events: list[Any]) -> None:
+        self.events = events
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name != "tfship.train":
+            return None
+        return importlib.machinery.ModuleSpec(name, self)
+
+    def create_module(self, spec: Any) -> None:
+        return None
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        self.events.append("import tfship.train")
+
+        def run_train(cfg: Any, run_dir: Any, *, backup: Any) -> str:
+            self.events.append(("run_train", backup))
+            return "trained"
+
+        module.run_train = run_train  # type: ignore[attr-defined]
+
+
+def test_tfship_train_starts_the_agent_before_importing_tensorflow_and_hands_it_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tfship.commands.train import _handle
+
+    events: list[Any] = []
+
+    def open_training_backup(cfg: Any, run_dir: Any, *, chief: bool) -> str:
+        events.append(("open", chief))
+        return "the backup"
+
+    monkeypatch.setattr(tfship.backup, "open_training_backup", open_training_backup)
+    monkeypatch.setattr(sys, "meta_path", [_FakeTrainModule(events), *sys.meta_path])
+    # The real module (when an earlier test imported it) comes back afterwards, also as the
+    # package attribute the import sets.
+    real = sys.modules.pop("tfship.train", None)
+    try:
+        args = types.SimpleNamespace(config=None, overrides=[], run_dir=str(tmp_path / "run"))
+        assert _handle(args) == "trained"  # type: ignore[arg-type]
+    finally:
+        sys.modules.pop("tfship.train", None)
+        if real is None:
+            vars(tfship).pop("train", None)
+        else:
+            sys.modules["tfship.train"] = tfship.train = real  # type: ignore[attr-defined]
+    assert events == [("open", True), "import tfship.train", ("run_train", "the backup")]
 
 
 def test_the_agent_uploads_what_the_trainer_syncs_and_reports_it_on_close(tmp_path: Path) -> None:

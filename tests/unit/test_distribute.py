@@ -4,8 +4,9 @@ import json
 
 import pytest
 
+from tfship.cluster import cluster_size, is_chief, tf_config
 from tfship.config import TrainConfig
-from tfship.distribute import cluster_size, is_chief, make_strategy, strategy_name, tf_config
+from tfship.distribute import make_strategy, strategy_name
 from tfship.errors import ConfigError
 
 TWO_WORKERS = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
