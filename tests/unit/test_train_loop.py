@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from tests.unit.test_checkpoints import make_cfg, make_splits, state_steps
-from tfship.errors import TrainingDiverged
+from tfship.errors import DataError, TrainingDiverged
 from tfship.rundir import RunDir
 from tfship.train import run_train
 from tfship.train_steps import chunk_end
@@ -75,3 +75,37 @@ def test_a_nan_inside_a_call_is_reported_at_its_own_step_and_nothing_is_saved(tm
     assert f"training diverged at step {record['steps']}: the loss is NaN or Inf" in str(err.value)
     assert "no checkpoint yet" in str(err.value)
     assert not list(run_dir.checkpoints.glob("ckpt-*"))
+
+
+class RecordingBackup:
+    """What run_train asks of a backup handed to it (`tfship train` opens it before TF)."""
+
+    def __init__(self) -> None:
+        self.calls: list[object] = []
+
+    def restore(self) -> None:
+        self.calls.append("restore")
+
+    def sync(self) -> None:
+        self.calls.append("sync")
+
+    def close(self, *, preempted: bool = False) -> None:
+        self.calls.append(("close", preempted))
+
+
+def test_a_backup_handed_in_is_used_and_closed_once_at_the_end(tmp_path):
+    backup = RecordingBackup()
+    run_train(make_cfg(), RunDir(tmp_path / "run"), splits=make_splits(), backup=backup)
+    assert backup.calls[0] == "restore"
+    assert "sync" in backup.calls
+    assert backup.calls[-1] == ("close", False)
+    assert backup.calls.count(("close", False)) == 1
+
+
+def test_a_run_that_fails_before_training_still_closes_the_backup(tmp_path):
+    # The data cannot be read: the agent, started before any of this, must not be left behind.
+    cfg = make_cfg(data={"source": "npz", "path": str(tmp_path / "missing.npz")})
+    backup = RecordingBackup()
+    with pytest.raises(DataError):
+        run_train(cfg, RunDir(tmp_path / "run"), backup=backup)
+    assert backup.calls == [("close", True)]
