@@ -35,7 +35,7 @@ from typing import Any, Literal
 import keras
 import tensorflow as tf
 
-from tfship.checkpoint_names import BEST_DIR, BEST_FILE, GUARD_FILE
+from tfship.checkpoint_names import BEST_DIR, BEST_FILE, GUARD_FILE, step_of
 from tfship.config import PipelineConfig
 from tfship.errors import ConfigError, ModelError
 from tfship.fsutil import atomic_write_json, read_json
@@ -51,10 +51,6 @@ METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 def checkpoint_dir(cfg: PipelineConfig, run_dir: RunDir) -> Path:
     return Path(cfg.checkpoint.dir) if cfg.checkpoint.dir else run_dir.checkpoints
-
-
-def _step_of(prefix: str) -> int:
-    return int(prefix.rsplit("-", 1)[1])
 
 
 def generations(directory: Path) -> list[str]:
@@ -76,7 +72,7 @@ def generations(directory: Path) -> list[str]:
     if directory.is_dir():
         names.update(p.name.removesuffix(".index") for p in directory.glob("ckpt-*.index"))
     found = [n for n in names if _GENERATION.match(n)]
-    return [str(directory / n) for n in sorted(found, key=lambda n: _step_of(n), reverse=True)]
+    return [str(directory / n) for n in sorted(found, key=step_of, reverse=True)]
 
 
 def guard_record(
@@ -301,9 +297,7 @@ class TrainingCheckpoints:
         crash in between leaves the same decision to be made again on the next resume.
         """
         bad = {p for p, _ in failed}
-        kept = [
-            p for p in reversed(candidates) if p not in bad and _step_of(p) <= _step_of(restored)
-        ]
+        kept = [p for p in reversed(candidates) if p not in bad and step_of(p) <= step_of(restored)]
         # Timestamps as before: CheckpointManager treats generations listed without one as
         # preserved forever and drops them from its sweep (and from the state file's list).
         try:

@@ -34,7 +34,7 @@ from tfship.distribute import strategy_name as _strategy_name
 from tfship.errors import Preempted, TrainingDiverged
 from tfship.rundir import RunDir
 from tfship.train_steps import build_steps, chunk_end, distributed_inputs
-from tfship.training_report import Progress, TensorBoardLog, TrainReport
+from tfship.training_report import Progress, TensorBoardLog, TrainReport, crossed
 
 if TYPE_CHECKING:
     from tfship.backup import BackupAgent, TrainingBackup
@@ -338,20 +338,13 @@ def _train(
 
     progress = Progress(tcfg.progress, total_steps, start_step, tcfg.log_every_steps, chief)
     iterator = iter(train_data)
+    # Where a compiled call must stop (see chunk_end).
+    boundaries = (steps_per_epoch, total_steps, cfg.checkpoint.every_steps)
     try:
         with _SigtermFlag() as sigterm:
             while step < total_steps:
                 t0 = time.perf_counter()
-                n = (
-                    chunk_end(
-                        step,
-                        tcfg.steps_per_execution,
-                        steps_per_epoch,
-                        total_steps,
-                        cfg.checkpoint.every_steps,
-                    )
-                    - step
-                )
+                n = chunk_end(step, tcfg.steps_per_execution, *boundaries) - step
                 flags = tf.constant([float(sigterm.raised), float(keeper.seconds_due())])
                 out = train_steps(iterator, flags, tf.constant(n, dtype=tf.int32))
                 loss_sum, correct, first_bad, stop_flag, time_flag = out.numpy().tolist()
@@ -363,7 +356,6 @@ def _train(
                     # The steps after the first bad one ran on NaN weights; nothing was saved.
                     step += int(first_bad) + 1 if first_bad >= 0 else n
                     raise diverged("the loss is NaN or Inf")
-                log_due = (step + n) // tcfg.log_every_steps > step // tcfg.log_every_steps
                 step += n
                 report.steps_run += n
                 epoch_loss += loss_sum
@@ -377,16 +369,15 @@ def _train(
                     epoch_loss / epoch_steps,
                     epoch_correct / (epoch_steps * sample_size),
                 )
-                if log_due:
+                if crossed(step, n, tcfg.log_every_steps):
                     board.step_loss(step, loss_sum / n)
                 if stop or time_due or keeper.steps_due(step):
                     if not _all_finite(model):
                         raise diverged("the weights hold NaN/Inf values")
                     keeper.save(step, block=stop)  # a preempted run waits for its checkpoint
-                    backup.sync()  # hands the generation to the uploader thread; never blocks
+                    backup.sync()  # hands the generation to the agent; never blocks
                 if stop:
                     report.status = "preempted"
-                    backup.close(preempted=True)  # bounded by backup.preempt_timeout_seconds
                     write_train_json()
                     raise Preempted(
                         f"SIGTERM received: saved a checkpoint at step {step} of {total_steps}",

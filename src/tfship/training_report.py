@@ -21,6 +21,12 @@ from tfship.fsutil import atomic_write_json, read_json
 log = logging.getLogger(__name__)
 
 
+def crossed(step: int, steps: int, every: int) -> bool:
+    """Whether the `steps` that ended at `step` passed a multiple of `every` (a compiled call
+    runs several steps, so `step % every == 0` would miss most multiples)."""
+    return step // every > (step - steps) // every
+
+
 class Progress:
     """tqdm bar on a terminal, periodic log lines otherwise (train.progress)."""
 
@@ -41,7 +47,7 @@ class Progress:
 
     def update(self, step: int, steps: int, epoch: int, loss: float, acc: float) -> None:
         """`steps` were just run, ending at `step`; shown when they cross a multiple of `every`."""
-        due = step // self.every > (step - steps) // self.every
+        due = crossed(step, steps, self.every)
         if self._bar is not None:
             self._bar.update(steps)
             if due:

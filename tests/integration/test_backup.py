@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.checkpoint_files import remote_steps
 from tests.helpers.moto import AWS_TEST_ENV, moto_fixture
 from tests.integration.backup_trainer import expected_weight
 from tfship.backup import remote_prefix, restore_latest
@@ -92,12 +93,7 @@ class Trainer:
 
 def complete_steps(url: str, endpoint: str) -> list[int]:
     """Steps of the complete (marker written) generations at the top level (not best/)."""
-    keys = open_store(url, endpoint_url=endpoint).list()
-    return sorted(
-        int(k[len("ckpt-") : -len(".tfship.json")])
-        for k in keys
-        if k.startswith("ckpt-") and k.endswith(".tfship.json")
-    )
+    return remote_steps(open_store(url, endpoint_url=endpoint))
 
 
 @pytest.mark.integration

@@ -154,10 +154,11 @@ def test_kill_9_then_relaunch_resumes_from_the_last_checkpoint(tmp_path):
     # The newest complete generation on disk: a kill between writing a generation's index and
     # updating the `checkpoint` state file leaves the state file one generation behind, and
     # resuming rightly takes the newer one.
+    from tfship.checkpoint_names import step_of
     from tfship.checkpoints import generations
 
     newest = generations(run_dir / "checkpoints")
-    killed_at = int(newest[0].rsplit("-", 1)[1]) if newest else None
+    killed_at = step_of(newest[0]) if newest else None
     assert killed_at is not None and killed_at < 260
 
     relaunch = run(cmd, cwd=tmp_path)

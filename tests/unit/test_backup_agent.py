@@ -17,7 +17,7 @@ import pytest
 
 import tfship
 import tfship.backup
-from tests.unit.test_backup_interval import remote_steps, save
+from tests.helpers.checkpoint_files import remote_steps, save
 from tfship.backup import BackupAgent
 from tfship.backup.store import LocalStore
 from tfship.config import PipelineConfig

@@ -9,26 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.checkpoint_files import remote_steps, save
 from tfship.backup import TrainingBackup
-from tfship.backup.generation import MARKER_SUFFIX, state_file_text
 from tfship.backup.store import LocalStore
 from tfship.config import PipelineConfig
-
-
-def save(ckpt_dir: Path, step: int) -> None:
-    """What CheckpointManager leaves on disk: data, index, then the state file naming it."""
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    (ckpt_dir / f"ckpt-{step}.data-00000-of-00001").write_bytes(step.to_bytes(4, "big") * 64)
-    (ckpt_dir / f"ckpt-{step}.index").write_bytes(b"index")
-    (ckpt_dir / "checkpoint").write_text(state_file_text(f"ckpt-{step}"))
-
-
-def remote_steps(store: LocalStore) -> list[int]:
-    return sorted(
-        int(k.removeprefix("ckpt-").removesuffix(MARKER_SUFFIX))
-        for k in store.list()
-        if k.endswith(MARKER_SUFFIX)
-    )
 
 
 def wait_for(store: LocalStore, steps: list[int]) -> None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from tfship.backup.agent import BackupAgent
 from tfship.backup.restore import restore_latest
 from tfship.backup.store import ObjectStore, open_store
-from tfship.backup.sync import BackupStatus, CheckpointBackup
+from tfship.backup.sync import BackupStatus, CheckpointBackup, close_budget
 from tfship.checkpoint_names import BEST_DIR, BEST_FILE, GUARD_FILE
 
 if TYPE_CHECKING:  # not at run time: the agent process stays light (see tfship.backup.agent)
@@ -131,9 +131,15 @@ class TrainingBackup:
                 self.dirs.append(
                     (checkpoint_dir / BEST_DIR, _Prefixed(store, BEST_DIR), 1, (BEST_FILE,))
                 )
-        self._backups: list[CheckpointBackup] = []
+        self._backups: list[CheckpointBackup] = []  # one uploader per directory, on first use
+        self._poller: threading.Thread | None = None
         self._stop_poll = threading.Event()
         self._last_handed = time.monotonic()  # the interval counts from the start
+
+    @property
+    def _uploading(self) -> bool:
+        """Whether this process uploads: enabled, the chief, and not closed yet."""
+        return self.store is not None and self.chief and not self._stop_poll.is_set()
 
     def restore(self) -> int | None:
         """If the checkpoint directory is empty, bring back the newest complete remote
@@ -147,9 +153,14 @@ class TrainingBackup:
         """Hand any new local generation to the background uploader (never blocks), at most
         once per `backup.every_seconds` counted from the start; the poller picks up what was
         held back once the interval has passed."""
-        if self.store is None or not self.chief or self._stop_poll.is_set():
+        if not self._uploading:
             return
-        self._start()
+        self._start_uploaders()
+        if self._poller is None:
+            self._poller = threading.Thread(
+                target=self._poll, name="tfship-backup-poll", daemon=True
+            )
+            self._poller.start()
         # A backup bounds what a hard kill loses; uploading each of several saves a second
         # apart only costs CPU and bandwidth (measured: benchmarks/backup_overhead.py).
         if time.monotonic() - self._last_handed < self.cfg.every_seconds:
@@ -161,16 +172,12 @@ class TrainingBackup:
             for b in self._backups[1:]:
                 b.sync()
 
-    def _start(self) -> None:
+    def _start_uploaders(self) -> None:
         if not self._backups:
             self._backups = [
                 CheckpointBackup(remote, local, keep=keep, extras=extras)
                 for local, remote, keep, extras in self.dirs
             ]
-            self._poller = threading.Thread(
-                target=self._poll, name="tfship-backup-poll", daemon=True
-            )
-            self._poller.start()
 
     def _poll(self) -> None:
         # Checkpoints may be written in the background (TrainingCheckpoints with a shadow), so
@@ -185,15 +192,15 @@ class TrainingBackup:
     def close(self, *, preempted: bool = False) -> BackupStatus | None:
         """Upload what is still pending, waiting at most `backup.preempt_timeout_seconds`
         after a preemption and `backup.upload_timeout_seconds` otherwise."""
-        if self.store is None or not self.chief or self._stop_poll.is_set():
+        if not self._uploading:
             return None
-        self._start()
+        self._start_uploaders()
         self._stop_poll.set()
-        self._poller.join(timeout=5.0)
+        if self._poller is not None:
+            self._poller.join(timeout=5.0)
         for b in self._backups:  # the newest generation, whatever every_seconds held back
             b.sync()
-        budget = self.cfg.preempt_timeout_seconds if preempted else self.cfg.upload_timeout_seconds
-        deadline = time.monotonic() + budget
+        deadline = time.monotonic() + close_budget(self.cfg, preempted=preempted)
         statuses = [b.close(max(0.0, deadline - time.monotonic())) for b in self._backups]
         self._backups = []
         return statuses[0]

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import tfship
 from tfship import errors
-from tfship.backup.sync import BackupStatus
+from tfship.backup.sync import BackupStatus, close_budget
 from tfship.errors import InfraError, TfshipError
 
 if TYPE_CHECKING:
@@ -54,8 +54,7 @@ class BackupAgent:
     def __init__(self, bcfg: BackupConfig, checkpoint_dir: Path, url: str, *, chief: bool) -> None:
         self.cfg = bcfg
         self.chief = chief
-        self._restored: int | None = None
-        self._restore_answered = False
+        self._restored: dict[str, Any] | None = None  # the agent's restore answer, once read
         self._closed = False
         self._lines: queue.Queue[str | None] = queue.Queue()
         # The agent imports tfship from where this process did, installed or not.
@@ -86,14 +85,11 @@ class BackupAgent:
             self._lines.put(line)
         self._lines.put(None)
 
-    def _send(self, message: dict[str, Any]) -> bool:
+    def _send(self, message: dict[str, Any]) -> None:
         assert self._proc.stdin is not None
-        try:
-            self._proc.stdin.write(json.dumps(message) + "\n")
-            self._proc.stdin.flush()
-            return True
-        except (BrokenPipeError, ValueError):  # the agent is gone; reported by restore/close
-            return False
+        # A gone agent (broken pipe) is reported by restore/close, which wait for its answers.
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            _write_line(self._proc.stdin, message)
 
     def _answer(self, op: str, timeout: float | None) -> dict[str, Any]:
         while True:
@@ -122,15 +118,14 @@ class BackupAgent:
 
     def restore(self) -> int | None:
         """The step the agent restored into the empty checkpoint dir (None: nothing to do)."""
-        if not self._restore_answered:
+        if self._restored is None:
             try:
-                self._restored = self._answer("restored", timeout=None)["step"]
+                self._restored = self._answer("restored", timeout=None)
             except TfshipError:
                 self._closed = True  # the agent has stopped; close() has nothing left to do
                 self._reap()
                 raise
-            self._restore_answered = True
-        return self._restored
+        return self._restored["step"]
 
     def sync(self) -> None:
         if self.chief and not self._closed:
@@ -140,7 +135,7 @@ class BackupAgent:
         if self._closed:
             return None
         self._closed = True
-        budget = self.cfg.preempt_timeout_seconds if preempted else self.cfg.upload_timeout_seconds
+        budget = close_budget(self.cfg, preempted=preempted)
         status = None
         try:
             # An unread restore answer is skipped, or its error raised, on the way to this one.
@@ -171,6 +166,11 @@ class BackupAgent:
             self._proc.wait()
 
 
+def _write_line(stream: Any, message: dict[str, Any]) -> None:
+    stream.write(json.dumps(message) + "\n")
+    stream.flush()
+
+
 def main() -> int:
     """The agent: restore, answer, then serve sync/close until told to close or stdin ends."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -189,10 +189,6 @@ def main() -> int:
         stream=sys.stderr,
     )
 
-    def answer(message: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(message) + "\n")
-        sys.stdout.flush()
-
     # Validated by the trainer; importing pydantic and tfship.config here would cost ~0.2 s.
     bcfg: Any = SimpleNamespace(**spec["backup"])
     try:
@@ -200,11 +196,10 @@ def main() -> int:
             spec["url"], endpoint_url=bcfg.endpoint_url, timeout=bcfg.request_timeout_seconds
         )
         backup = TrainingBackup(bcfg, Path(spec["checkpoint_dir"]), store, chief=spec["chief"])
-        answer({"op": "restored", "step": backup.restore()})
+        _write_line(sys.stdout, {"op": "restored", "step": backup.restore()})
     except TfshipError as exc:
-        answer(
-            {"op": "error", "type": type(exc).__name__, "message": exc.message, "hint": exc.hint}
-        )
+        error = {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}
+        _write_line(sys.stdout, {"op": "error", **error})
         return 1
     for line in sys.stdin:
         message = json.loads(line)
@@ -215,7 +210,7 @@ def main() -> int:
                 log.warning("checkpoint backup: sync failed: %s", exc)
         elif message["op"] == "close":
             status = backup.close(preempted=bool(message.get("preempted")))
-            answer({"op": "closed", "status": asdict(status) if status else None})
+            _write_line(sys.stdout, {"op": "closed", "status": asdict(status) if status else None})
             return 0
     backup.close(preempted=True)  # the trainer is gone without a word
     return 0

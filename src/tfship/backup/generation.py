@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tfship.checkpoint_names import step_of
 from tfship.fsutil import sha256_file
 
 MARKER_SUFFIX = ".tfship.json"
@@ -33,10 +34,6 @@ _REMOTE_KEY = re.compile(
 )
 _DATA = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
 _STATE_LINE = re.compile(r'^model_checkpoint_path:\s*"(?P<path>.*)"\s*$', re.M)
-
-
-def step_of(generation: str) -> int:
-    return int(generation.rsplit("-", 1)[1])
 
 
 def shards_complete(names: list[str], generation: str) -> bool:

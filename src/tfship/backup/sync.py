@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tfship.backup.generation import (
     EXTRA_INFIX,
@@ -28,12 +29,15 @@ from tfship.backup.generation import (
 )
 from tfship.backup.store import ObjectStore
 
+if TYPE_CHECKING:  # not at run time: the agent process stays light
+    from tfship.config import BackupConfig
+
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class BackupStatus:
-    """What the uploader did; recorded in train.json by the training stage."""
+    """What the uploader did, as `close()` reports it."""
 
     url: str
     uploaded: tuple[str, ...] = ()
@@ -44,6 +48,11 @@ class BackupStatus:
     failures: int = 0
     last_error: str | None = None
     pending: tuple[str, ...] = ()  # not uploaded when close() gave up waiting
+
+
+def close_budget(bcfg: BackupConfig, *, preempted: bool) -> float:
+    """Seconds `close()` may wait for the last upload."""
+    return float(bcfg.preempt_timeout_seconds if preempted else bcfg.upload_timeout_seconds)
 
 
 @dataclass

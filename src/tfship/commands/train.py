@@ -13,13 +13,11 @@ def _handle(args: argparse.Namespace) -> Any:
     cfg, run_dir = load(args)
     # The backup agent (a no-op unless backup.enabled) starts before TensorFlow is imported, so
     # its start-up and the fetch of a backed-up generation run during that import (5-7 s)
-    # instead of alongside training.
+    # instead of alongside training. run_train closes it; should the import fail, the agent
+    # sees this process's pipe close and stops by itself.
     backup = open_training_backup(cfg, run_dir, chief=is_chief())
-    try:
-        from tfship.train import run_train
-    except BaseException:
-        backup.close(preempted=True)
-        raise
+    from tfship.train import run_train
+
     return run_train(cfg, run_dir, backup=backup)
 
 

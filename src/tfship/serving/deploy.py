@@ -44,7 +44,6 @@ def _export(run_dir: RunDir) -> tuple[Path, dict[str, Any], int]:
 def _result(
     action: str,
     target: Target,
-    to: str | None,
     status: str,
     version: int | None,
     before: ModelState,
@@ -54,8 +53,8 @@ def _result(
     return DeployResult(
         action,
         target.model,
-        to,
-        _mode(target),
+        target.environment,
+        "server" if target.online else "offline",
         status,
         version,
         dict(before.labels),
@@ -64,10 +63,6 @@ def _result(
         list(after.versions),
         **extra,
     )
-
-
-def _mode(target: Target) -> str:
-    return "server" if target.online else "offline"
 
 
 def _retain(
@@ -112,7 +107,6 @@ def run_publish(
         tx["result"] = _result(
             "publish",
             target,
-            to,
             "ok" if pub.status == "published" else "unchanged",
             version,
             state,
@@ -177,7 +171,6 @@ def run_deploy(
         tx["result"] = _result(
             "deploy",
             target,
-            to,
             "ok",
             version,
             before,
@@ -246,7 +239,6 @@ def run_promote(
         tx["result"] = _result(
             "promote",
             target,
-            to,
             "ok" if after != before else "unchanged",
             version,
             before,
@@ -295,12 +287,11 @@ def run_rollback(
         cfg0, before = tx["cfg"], tx["state"]
         loaded = before.with_versions({*before.versions, version})
         cfg1 = target.apply(cfg0, loaded)  # waits AVAILABLE before the label may move
-        after = loaded.with_labels({**before.labels, "stable": version, "canary": version})
+        after = _promote_state(loaded, version)
         target.apply(cfg1, after)
         tx["result"] = _result(
             "rollback",
             target,
-            to,
             "ok",
             version,
             before,
