@@ -28,3 +28,10 @@ def _no_ambient_tfship_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("TFSHIP_") and key != "TFSHIP_MODEL_SERVER":
             monkeypatch.delenv(key, raising=False)
+    # The CI job the suite itself runs in (tfship.config.trust): in a protected pipeline it
+    # would make every test's --set of a gate threshold "a CI job no person started".
+    for key in (
+        *("CI", "GITLAB_CI", "GITHUB_ACTIONS", "CI_JOB_ID", "GITHUB_RUN_ID", "CI_JOB_MANUAL"),
+        *("CI_PIPELINE_SOURCE", "GITHUB_EVENT_NAME", "CI_PROJECT_DIR", "GITHUB_WORKSPACE"),
+    ):
+        monkeypatch.delenv(key, raising=False)

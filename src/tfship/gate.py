@@ -13,22 +13,25 @@ failed                   7     at least one check failed (run_mode enabled, no o
 passed_with_override     0     checks failed, but `--override-reason` let it pass (recorded)
 dry_run_failed           0     checks failed in run_mode dry_run: reported, pipeline goes on
 disabled                 0     run_mode disabled: no verdict; checks are recorded for reading
-(ConfigError)            3     no thresholds, unusable thresholds, empty override reason
+(ConfigError)            3     no thresholds, unusable thresholds, empty override reason,
+                               an override in a CI job no person started
 =======================  ====  ===============================================================
+
+gate.json records where each threshold came from (`source` on every check: the committed
+pipeline.yaml at a commit, or the variable / flag and who set it), the run mode's source
+(`run_mode_source`) and every non-default field's source (`config_sources`).
 """
 
 from __future__ import annotations
 
-import getpass
 import math
-import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tfship import env
-from tfship.config import GATE_METRICS, GateConfig, PipelineConfig
+from tfship.config import GATE_METRICS, GateConfig, PipelineConfig, trust
 from tfship.errors import ConfigError, DataError, ExitCode
 from tfship.fsutil import atomic_write_json, read_json
 from tfship.rundir import RunDir
@@ -40,7 +43,7 @@ VERDICTS: dict[str, ExitCode] = {
     "dry_run_failed": ExitCode.OK,
     "disabled": ExitCode.OK,
 }
-APPROVER_VARIABLES = ("GITLAB_USER_LOGIN", "GITHUB_ACTOR")
+APPROVER_VARIABLES = trust.LOGIN_VARIABLES
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,14 @@ class Check:
     delta: float | None  # candidate - baseline
     passed: bool
     why: str  # one sentence a reviewer can act on
+    source: str = ""  # where the threshold came from (tfship.config.provenance); run_gate sets it
+
+    @property
+    def config_key(self) -> str:
+        """The dotted config key of this threshold: gate.absolute.accuracy.min, gate.change.loss."""
+        if self.kind == "absolute":
+            return f"gate.absolute.{self.metric}.{'min' if self.threshold[:2] == '>=' else 'max'}"
+        return f"gate.change.{self.metric}"
 
 
 @dataclass(frozen=True)
@@ -155,41 +166,31 @@ def evaluate_checks(
     return checks
 
 
-def _started_by_a_person(environ: Any) -> bool:
-    environ = os.environ if environ is None else environ
-    if not environ.get("CI"):
-        return True  # a local run: the person at the keyboard
-    return (
-        environ.get("CI_JOB_MANUAL") == "true"
-        or environ.get("GITHUB_EVENT_NAME") == "workflow_dispatch"
-    )
-
-
 def _override(reason: str | None, environ: Any) -> tuple[str, str, str] | None:
     """(reason, approver, where the approver came from), or None without an override."""
+    origin = "--override-reason"
     if reason is None:
         reason = env.get("TFSHIP_GATE_OVERRIDE_REASON", environ=environ)
+        origin = "TFSHIP_GATE_OVERRIDE_REASON"
         if reason is None:
             return None
-        if not _started_by_a_person(environ):
-            # A variable left in the project's CI settings would pass every failed gate.
-            raise ConfigError(
-                "TFSHIP_GATE_OVERRIDE_REASON is set in a CI job that no person started; "
-                "an override must come from someone who can be named",
-                hint="remove it from the CI/CD variables and run the manual gate-override job "
-                "(ci/gate-override), which records who approved it",
-            )
+    ctx = trust.context(environ)
+    if not ctx.started_by_person:
+        # A variable left in the CI settings (or expanded into the flag by a job script) would
+        # pass every failed gate. A merge-request pipeline does not count: it needs no override.
+        raise ConfigError(
+            f"{origin} is set in a CI job no person started; an override must come from "
+            "someone who can be named",
+            hint="remove it from the CI/CD variables and run the manual gate-override job "
+            "(ci/gate-override; GitLab manual job or GitHub workflow_dispatch), which records "
+            "who approved it",
+        )
     if not reason.strip():
         raise ConfigError(
             "--override-reason is empty; an override must say why the failed gate may pass",
             hint='e.g. --override-reason "accuracy drop accepted: new label set, see #123"',
         )
-    for var in APPROVER_VARIABLES:
-        login = env.get(var, environ=environ)
-        if login:
-            return reason.strip(), login, var
-    # Outside CI there is no authenticated login; the local account is the best record we have.
-    return reason.strip(), getpass.getuser(), "local user (no CI login variable set)"
+    return reason.strip(), ctx.person or "unknown", ctx.person_source
 
 
 def decide(
@@ -262,6 +263,8 @@ def run_gate(
         override_reason=override_reason,
         environ=environ,
     )
+    sources = cfg.sources
+    checks = [replace(c, source=sources.of(c.config_key)) for c in checks]
     # In CI without a repository there is no champion because nothing was configured: that
     # is not a first run, and gate.json says so (`no_repository`, `champion_note`).
     no_repository = bool(metrics.get("no_repository"))
@@ -274,6 +277,7 @@ def run_gate(
             "verdict": verdict,
             "exit_code": int(VERDICTS[verdict]),
             "run_mode": cfg.gate.run_mode,
+            "run_mode_source": sources.of("gate.run_mode"),
             "model_name": cfg.project.model_name,
             "first_run": first_run,
             "no_repository": no_repository,
@@ -297,6 +301,8 @@ def run_gate(
             "checks": [asdict(c) for c in checks],
             "failed": [f"{c.kind}:{c.metric}" for c in checks if not c.passed],
             "override": None if override is None else asdict(override),
+            # Every non-default field and where it came from (file@commit, variable + who).
+            "config_sources": sources.to_dict(),
             "decided_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
         },
     )

@@ -551,11 +551,11 @@ EXPECTED_REPORT = f"""{MARKER}
 
 Compared with the champion v2 labelled `stable` on the same test split.
 
-| check | candidate | champion | threshold | Δ | result |
-|---|---|---|---|---|---|
-| accuracy (absolute) | 0.9700 | 0.9600 | >= 0.99 | +0.0100 | :x: |
-| p95_latency_ms (change) | 2.0000 | 1.8000 | <= champion + 10% | +0.2000 | :x: |
-| loss (change) | 0.1000 | 0.1000 | <= champion | +0.0000 | :white_check_mark: |
+| check | candidate | champion | threshold | Δ | result | threshold from |
+|---|---|---|---|---|---|---|
+| accuracy (absolute) | 0.9700 | 0.9600 | >= 0.99 | +0.0100 | :x: | --set gate.absolute (local run by alice) |
+| p95_latency_ms (change) | 2.0000 | 1.8000 | <= champion + 10% | +0.2000 | :x: | --set gate.change (local run by alice) |
+| loss (change) | 0.1000 | 0.1000 | <= champion | +0.0000 | :white_check_mark: | --set gate.change (local run by alice) |
 
 ### Failed checks
 
@@ -586,10 +586,11 @@ Test examples: 30; data fingerprint `abababababab`; latency measured on 2 CPU(s)
 def _failing_gate(run_dir: RunDir) -> None:
     write_metrics(run_dir)
     cfg = load_config(
+        env={"GITLAB_USER_LOGIN": "alice"},  # a local run recorded with a stable name
         overrides=[
             "gate.absolute={accuracy: {min: 0.99}}",
             "gate.change={p95_latency_ms: {max_regression: 0.1, relative: true}, loss: {}}",
-        ]
+        ],
     )
     assert run_gate(cfg, run_dir).verdict == "failed"
 
@@ -695,8 +696,13 @@ class FakeApi:
             return self.fail, {"message": "boom"}
         if path.endswith("/uploads"):
             return 201, {"markdown": "![confusion](/uploads/abc/confusion.png)"}
+        if method == "GET" and path.endswith("/user"):  # the token's own (bot) user
+            return 200, {"id": 1, "login": "tfship-bot", "username": "tfship-bot"}
         if method == "GET":
-            return 200, [{"id": i, "body": b} for i, b in self.comments.items()]
+            me = {"id": 1, "login": "tfship-bot"}
+            return 200, [
+                {"id": i, "body": b, "author": me, "user": me} for i, b in self.comments.items()
+            ]
         body = json.loads(raw)["body"]
         if method == "POST":
             cid = 100 + len(self.comments)

@@ -20,9 +20,26 @@ def add_gate_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_champion_flag(champion: str | None) -> None:
+    # --champion picks the model the change thresholds compare with: a verdict input, like
+    # gate.champion_label. A job script could expand a CI/CD variable into it.
+    from tfship.config import trust
+    from tfship.errors import ConfigError
+
+    if champion is not None and not trust.context().may_set_verdict:
+        raise ConfigError(
+            "--champion is given in a CI job no person started; the champion the change "
+            "thresholds compare with must come from the model repository (the version labelled "
+            "gate.champion_label in gate.champion_repository)",
+            hint="drop --champion from the job, or run the evaluation as a manual job "
+            "(GitLab manual job, GitHub workflow_dispatch)",
+        )
+
+
 def _handle(args: argparse.Namespace) -> Any:
     from tfship.gate import evaluate_and_gate
 
+    _check_champion_flag(args.champion)
     cfg, run_dir = load(args)
     return evaluate_and_gate(
         cfg,

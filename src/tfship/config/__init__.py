@@ -4,6 +4,11 @@ Precedence (lowest to highest): defaults < pipeline.yaml < TFSHIP_<SECTION>_<FIE
 variables < `--set section.field=value` flags. Unknown keys and bad values are rejected with the
 field, the value received and what was expected. Every object is frozen: stages never mutate
 configuration, they receive it.
+
+Who may set what (DESIGN.md, trust model): in CI, a field that decides whether a model ships
+(tfship.config.fields.VERDICT_FIELDS) is refused when it comes from a variable, a flag or a
+file other than the committed one, unless a person started the job (tfship.config.trust).
+Every value that is not a default records where it came from (`cfg.sources`).
 """
 
 from __future__ import annotations
@@ -16,9 +21,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from tfship import env as envvars
+from tfship import safe_yaml
+from tfship.config import trust
+from tfship.config.committed import FileOrigin, origin_of
+from tfship.config.fields import VERDICT_FIELDS, field_of, is_verdict
+from tfship.config.provenance import DEFAULT, UNRECORDED, ConfigSources, Override, file_keys
 from tfship.config.sections import (
     BackupConfig,
     CheckpointConfig,
@@ -47,10 +57,12 @@ from tfship.errors import ConfigError
 
 __all__ = [
     "GATE_METRICS",
+    "VERDICT_FIELDS",
     "AbsoluteThreshold",
     "BackupConfig",
     "ChangeThreshold",
     "CheckpointConfig",
+    "ConfigSources",
     "DataConfig",
     "DataSource",
     "ExportConfig",
@@ -88,6 +100,17 @@ class PipelineConfig(_Section):
     gate: GateConfig = GateConfig()
     scan: ScanConfig = ScanConfig()
 
+    _sources: ConfigSources = PrivateAttr(default=UNRECORDED)
+
+    @property
+    def sources(self) -> ConfigSources:
+        """Where each value came from (file@commit, variable, flag): config.provenance."""
+        return self._sources
+
+    def __eq__(self, other: object) -> bool:
+        # Equal configurations are equal wherever their values came from.
+        return type(other) is type(self) and self.__dict__ == other.__dict__
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -114,14 +137,6 @@ def override_variables() -> dict[str, tuple[str, str]]:
     return out
 
 
-def _parse_scalar(text: str) -> Any:
-    # YAML scalars give "3" -> 3, "true" -> True, "[8, 8]" -> [8, 8], "null" -> None.
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def _apply(tree: dict[str, Any], dotted: str, value: Any, origin: str) -> None:
     parts = dotted.split(".")
     if len(parts) < 2 or not all(parts):
@@ -138,19 +153,56 @@ def _apply(tree: dict[str, Any], dotted: str, value: Any, origin: str) -> None:
     node[parts[-1]] = value
 
 
-def _format_errors(err: ValidationError, origins: Mapping[str, str]) -> str:
+def _format_errors(err: ValidationError, sources: ConfigSources, name: str) -> str:
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        src = origins.get(loc, "pipeline.yaml")
+        src = sources.of(loc)
+        src = name if src == DEFAULT else src
         if e["type"] == "extra_forbidden":
             lines.append(f"  {loc}: unknown key (from {src}); check the spelling against the docs")
             continue
         received = e.get("input")
         shown = json.dumps(received, default=str) if not isinstance(received, dict) else "{...}"
+        if len(shown) > 200:
+            shown = shown[:200] + "..."
         msg = e["msg"].removeprefix("Value error, ")
         lines.append(f"  {loc}: {msg}; received {shown} (from {src})")
     return "\n".join(lines)
+
+
+def _enforce(ctx: trust.Context, sources: ConfigSources) -> None:
+    """In CI, verdict fields only from the committed file, unless a person decides."""
+    if ctx.may_set_verdict:
+        return
+    refused = [
+        f"  {field_of(ov.key)}: set by {ov.origin}"
+        for ov in sources.overrides
+        if is_verdict(ov.key)
+    ]
+    hints = []
+    if refused:
+        hints.append(
+            "commit the value to pipeline.yaml through a merge request (reviewed, CODEOWNERS) "
+            "and remove the CI/CD variable or --set flag"
+        )
+    f = sources.file
+    if f is not None and not f.committed:
+        fields = sorted({field_of(k) for k in sources.keys_in_file if is_verdict(k)})
+        refused += [f"  {name}: read from {f.path}, which is {f.problem}" for name in fields]
+        if fields:
+            hints.append(
+                "run with the repository's committed pipeline.yaml (no --config / "
+                "TFSHIP_CONFIG pointing elsewhere, nothing rewriting it, the checkout's .git "
+                "kept: GitLab GIT_STRATEGY fetch or clone)"
+            )
+    if refused:
+        raise ConfigError(
+            "in a CI job no person started, what decides whether a model ships must come from "
+            "the committed pipeline.yaml; refused:\n" + "\n".join(refused),
+            hint="; ".join(hints) + ". To decide by hand, run a manual job (GitLab: a manual "
+            "job; GitHub: workflow_dispatch): the value is then recorded with who set it",
+        )
 
 
 def load_config(
@@ -159,23 +211,27 @@ def load_config(
     env: Mapping[str, str] | None = None,
     overrides: Sequence[str] = (),
 ) -> PipelineConfig:
-    """Load pipeline.yaml (optional), apply TFSHIP_* env vars and `key=value` overrides."""
+    """Load pipeline.yaml (optional), apply TFSHIP_* env vars and `key=value` overrides.
+
+    Raises ConfigError (exit 3) for bad YAML or values, and, in a CI job no person started,
+    for a verdict field that does not come from the committed pipeline.yaml.
+    """
     env = os.environ if env is None else env
+    ctx = trust.context(env)
     tree: dict[str, Any] = {}
-    origins: dict[str, str] = {}
+    origin: FileOrigin | None = None
     name = "defaults"
     if path is not None:
         p = Path(path)
         name = str(p)
         if not p.is_file():
             raise ConfigError(
-                f"config file {p} does not exist",
+                f"config file {p} does not exist" + (" as a file" if p.exists() else ""),
                 hint="pass --config pipeline.yaml or set TFSHIP_CONFIG to an existing file",
             )
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
+        with p.open("rb") as fh:
+            data = fh.read(safe_yaml.MAX_BYTES + 1)
+        loaded = safe_yaml.loads(data, name)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -184,10 +240,17 @@ def load_config(
                 f"received {type(loaded).__name__}"
             )
         tree = loaded
+        origin = origin_of(p, data, env)
+    in_file = file_keys(tree)
+    applied: list[Override] = []
+    decided_by = ctx.describe()
     for var, (section, field) in override_variables().items():
         if var in env:
-            _apply(tree, f"{section}.{field}", _parse_scalar(env[var]), var)
-            origins[f"{section}.{field}"] = f"environment variable {var}"
+            value = safe_yaml.parse_value(env[var], f"environment variable {var}")
+            _apply(tree, f"{section}.{field}", value, var)
+            applied.append(
+                Override(f"{section}.{field}", f"environment variable {var}", decided_by)
+            )
     unknown = sorted(
         k
         for k in env
@@ -206,20 +269,31 @@ def load_config(
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected section.field=value (e.g. train.epochs=3)")
         key, _, raw = item.partition("=")
-        _apply(tree, key.strip(), _parse_scalar(raw), f"--set {key.strip()}")
-        origins[key.strip()] = f"--set {key.strip()}"
+        key = key.strip()
+        _apply(tree, key, safe_yaml.parse_value(raw, f"--set {key}"), f"--set {key}")
+        applied.append(Override(key, f"--set {key}", decided_by))
+    sources = ConfigSources(origin, in_file, tuple(applied))
+    _enforce(ctx, sources)
     try:
-        return PipelineConfig.model_validate(tree)
+        cfg = PipelineConfig.model_validate(tree)
     except ValidationError as exc:
         src = f"{name}" if path else "configuration"
         raise ConfigError(
-            f"invalid {src}:\n{_format_errors(exc, origins)}",
+            f"invalid {src}:\n{_format_errors(exc, sources, name)}",
             hint="fix the values above; `tfship config --explain` shows every field and default",
         ) from None
+    cfg._sources = sources
+    return cfg
 
 
 def dump_config(cfg: PipelineConfig, path: Path) -> None:
-    """Write the resolved config (what actually ran) atomically."""
+    """Write the resolved config (what actually ran) atomically, its sources as comments."""
     from tfship.fsutil import atomic_write_text
+    from tfship.redact import redact, redact_text
 
-    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    notes = [f"# {k}: {v}" for k, v in cfg.sources.fields().items()]
+    header = "# where each value that is not a default came from:\n" if notes else ""
+    # The run directory is a CI artifact: URL credentials (serving, endpoints) are masked.
+    body = yaml.safe_dump(redact(cfg.to_dict()), sort_keys=False)
+    notes_text = "".join(redact_text(n.replace("\n", " ")) + "\n" for n in notes)
+    atomic_write_text(path, header + notes_text + body)

@@ -2,15 +2,62 @@
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Every number has an upper bound: sizes that would exhaust memory, counts that would never end,
+# and anything TF or TF Serving keeps in an int64 are refused at load, not hours later.
+INT64_MAX = 2**63 - 1
+HOUR, DAY = 3600.0, 86400.0
+# A name becomes a directory (<repository>/<model_name>/, runs/<run_id>/), a URL path segment
+# (/v1/models/<model_name>) and an object-store key: plain characters, bounded, never '..'.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+RESERVED_NAMES = frozenset({"models.config"})  # the model repository's own file
+
+
+def _plain_name(value: str) -> str:
+    if ".." in value or value.endswith("."):
+        raise ValueError("a name may not contain '..' or end with '.'")
+    if value.lower() in RESERVED_NAMES:
+        raise ValueError(f"'{value}' is reserved: the model repository needs that name")
+    return value
+
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN), AfterValidator(_plain_name)]
+
+
+def _plain_value(value: Any, where: str) -> None:
+    """Builder options are YAML values handed to user code: bounded, finite, named."""
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, int):
+        if abs(value) > INT64_MAX:
+            raise ValueError(f"{where}: {value} does not fit in 64 bits")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: {value} is not a finite number")
+    elif isinstance(value, str):
+        if len(value) > 4096:
+            raise ValueError(f"{where}: a string longer than 4096 characters")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _plain_value(item, f"{where}[{i}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _plain_value(item, f"{where}.{key}")
+    else:
+        raise ValueError(f"{where}: {type(value).__name__} is not a plain YAML value")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # allow_inf_nan=False: `.inf` / `.nan` in YAML is never a meaningful threshold or size.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False
+    )
 
 
 class DataSource(StrEnum):
@@ -31,11 +78,12 @@ class StrategyKind(StrEnum):
 class ProjectConfig(_Section):
     """Names used in artifacts, the model repository and TF Serving."""
 
-    name: str = Field("digits", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    model_name: str = Field(
+    name: Name = Field("digits", description="project name (1-64 of A-Z a-z 0-9 _ . -)")
+    model_name: Name = Field(
         "digits",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-        description="TF Serving model name (URL path segment: /v1/models/<model_name>)",
+        description="TF Serving model name (URL path segment: /v1/models/<model_name>; "
+        "directory <repository>/<model_name>/): 1-64 of A-Z a-z 0-9 _ . -, not "
+        "'models.config', no '..'",
     )
 
 
@@ -43,12 +91,8 @@ class RunConfig(_Section):
     """Where a run's outputs go. A relaunch with the same run id resumes that run."""
 
     runs_dir: Path = Path("runs")
-    run_id: str | None = Field(
-        None,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-        description="default: ci-<pipeline id> in CI, else 'local'",
-    )
-    seed: int = Field(42, ge=0)
+    run_id: Name | None = Field(None, description="default: ci-<pipeline id> in CI, else 'local'")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="numpy and scikit-learn take 32 bits")
 
 
 class DataConfig(_Section):
@@ -56,16 +100,20 @@ class DataConfig(_Section):
 
     source: DataSource = DataSource.DEMO
     path: Path | None = Field(None, description="file or directory; required unless source=demo")
-    image_size: tuple[int, int] = Field((8, 8), description="(height, width) the model sees")
+    image_size: tuple[
+        Annotated[int, Field(ge=1, le=4096)], Annotated[int, Field(ge=1, le=4096)]
+    ] = Field((8, 8), description="(height, width) the model sees; each 1-4096")
     channels: Literal[1, 3] = 1
-    csv_label_column: str = "label"
-    tfrecord_image_key: str = "image"
-    tfrecord_label_key: str = "label"
+    csv_label_column: str = Field("label", min_length=1, max_length=256)
+    tfrecord_image_key: str = Field("image", min_length=1, max_length=256)
+    tfrecord_label_key: str = Field("label", min_length=1, max_length=256)
     validation_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
-    limit: int | None = Field(None, ge=10, description="use only the first N examples (smoke runs)")
+    limit: int | None = Field(
+        None, ge=10, le=10**9, description="use only the first N examples (smoke runs)"
+    )
     cache: bool = True
-    shuffle_buffer: int = Field(2048, ge=1)
+    shuffle_buffer: int = Field(2048, ge=1, le=10**7, description="examples held for shuffling")
 
     @model_validator(mode="after")
     def _path_required(self) -> DataConfig:
@@ -77,8 +125,19 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     """The network. `builder` is 'module:function' returning an uncompiled keras.Model."""
 
-    builder: str = Field("tfship.model:small_cnn", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    builder: str = Field(
+        "tfship.model:small_cnn", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", max_length=256
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="kwargs for the builder")
+
+    @field_validator("options")
+    @classmethod
+    def _plain_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key, item in value.items():
+            if not key.isidentifier():
+                raise ValueError(f"option '{key[:80]}' is not a Python keyword-argument name")
+            _plain_value(item, key)
+        return value
 
 
 class TrainConfig(_Section):
@@ -88,15 +147,20 @@ class TrainConfig(_Section):
     cpu_logical_devices: int = Field(
         0, ge=0, le=64, description="split the CPU into N logical devices (MirroredStrategy on CPU)"
     )
-    epochs: int = Field(15, ge=1)
-    per_replica_batch_size: int = Field(64, ge=1)
-    learning_rate: float = Field(0.002, gt=0)
+    epochs: int = Field(15, ge=1, le=100_000)
+    per_replica_batch_size: int = Field(64, ge=1, le=65_536)
+    # Bounded well inside float32 and int64. A rate near the bound is absurd but
+    # harmless to accept: training diverges and stops with exit 5, which the tests rely on.
+    learning_rate: float = Field(0.002, gt=0, le=1e18)
     scale_learning_rate: bool = Field(False, description="multiply the rate by replicas in sync")
-    max_steps: int | None = Field(None, ge=1, description="stop after this many steps (smoke)")
-    log_every_steps: int = Field(20, ge=1)
+    max_steps: int | None = Field(
+        None, ge=1, le=10**12, description="stop after this many steps (smoke)"
+    )
+    log_every_steps: int = Field(20, ge=1, le=10**9)
     steps_per_execution: int = Field(
         10,
         ge=1,
+        le=100_000,
         description="training steps per compiled call; loss, NaN and preemption checks run once "
         "per call (a call never crosses an epoch end or a periodic checkpoint)",
     )
@@ -107,10 +171,10 @@ class CheckpointConfig(_Section):
     """Step-level checkpoints for resume after preemption."""
 
     dir: Path | None = Field(None, description="default: <run dir>/checkpoints")
-    every_steps: int | None = Field(100, ge=1)
-    every_seconds: float | None = Field(None, gt=0)
-    keep: int = Field(3, ge=2, description="generations kept (at least two)")
-    best_metric: str = "val_accuracy"
+    every_steps: int | None = Field(100, ge=1, le=10**12)
+    every_seconds: float | None = Field(None, gt=0, le=7 * DAY)
+    keep: int = Field(3, ge=2, le=1000, description="generations kept (2-1000)")
+    best_metric: str = Field("val_accuracy", min_length=1, max_length=128)
     best_mode: Literal["max", "min"] = "max"
 
 
@@ -129,31 +193,40 @@ class BackupConfig(_Section):
         description="s3://bucket/prefix, gs://bucket/prefix (needs gcsfs) or a shared local path",
     )
     prefix: str | None = Field(
-        None, description="path under url; default <project>/<branch>/<pipeline id>-<job name>"
+        None,
+        max_length=1024,
+        pattern=r"^/?[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/?$",
+        description="path under url; default <project>/<branch>/<pipeline id>-<job name>",
     )
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, Ceph, ...)")
-    keep: int = Field(2, ge=1, description="complete generations kept remotely")
+    keep: int = Field(2, ge=1, le=1000, description="complete generations kept remotely")
     every_seconds: float = Field(
         30.0,
         ge=0,
+        le=DAY,
         description="upload the newest checkpoint at most this often, counted from the start "
         "(0: every save); the last one is always uploaded at the end of training and on SIGTERM",
     )
     include_best: bool = Field(True, description="also back up checkpoints/best/")
     restore: bool = Field(True, description="restore into an empty checkpoint dir on start")
-    request_timeout_seconds: float = Field(60.0, gt=0, description="per object-store request")
+    request_timeout_seconds: float = Field(
+        60.0, gt=0, le=HOUR, description="per object-store request"
+    )
     upload_timeout_seconds: float = Field(
-        600.0, gt=0, description="wait for pending uploads when training ends"
+        600.0, gt=0, le=DAY, description="wait for pending uploads when training ends"
     )
     preempt_timeout_seconds: float = Field(
         20.0,
         gt=0,
+        le=HOUR,
         description="wait for pending uploads after SIGTERM (keep under the grace "
         "period: 30 s on GCE spot VMs and Kubernetes, 120 s on EC2 spot)",
     )
 
     @model_validator(mode="after")
     def _url_required(self) -> BackupConfig:
+        if self.prefix and any(part in (".", "..") for part in self.prefix.split("/")):
+            raise ValueError("backup.prefix may not contain '.' or '..' segments")
         if self.enabled and not self.url:
             raise ValueError("backup.url is required when backup.enabled is true")
         return self
@@ -162,7 +235,12 @@ class BackupConfig(_Section):
 class ExportConfig(_Section):
     """SavedModel export for TF Serving."""
 
-    version: int | None = Field(None, ge=1, description="explicit version (overrides the scheme)")
+    version: int | None = Field(
+        None,
+        ge=1,
+        le=INT64_MAX,
+        description="explicit version (overrides the scheme); TF Serving reads it as an int64",
+    )
     version_scheme: Literal["timestamp", "sequential"] = Field(
         "timestamp",
         description="timestamp: UTC seconds, so runs on fresh CI machines never reuse a number "
@@ -171,9 +249,11 @@ class ExportConfig(_Section):
     golden_requests: int = Field(8, ge=1, le=256)
     # TF Serving refuses to load a model with more than 1000 warmup records (WarmupConsts).
     warmup_requests: int = Field(16, ge=0, le=1000)
-    tolerance: float = Field(1e-4, gt=0, description="abs tolerance when replaying golden requests")
+    tolerance: float = Field(
+        1e-4, gt=0, le=1.0, description="abs tolerance when replaying golden requests (<= 1)"
+    )
     image_digest: str | None = Field(
-        None, description="training image digest, recorded in manifest"
+        None, max_length=256, description="training image digest, recorded in manifest"
     )
 
 

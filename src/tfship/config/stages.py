@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from tfship.config.sections import _Section
+from tfship.config.sections import DAY, HOUR, _Section
 
 GATE_METRICS: dict[str, Literal["higher", "lower"]] = {
     "accuracy": "higher",
@@ -34,13 +35,15 @@ def _check_gate_metrics(names: Any, where: str) -> None:
 class AbsoluteThreshold(_Section):
     """Bounds on the candidate's own value: `{min: 0.95}`, `{max: 50}` or both."""
 
-    min: float | None = None
-    max: float | None = None
+    min: float | None = Field(None, ge=-1e12, le=1e12)
+    max: float | None = Field(None, ge=-1e12, le=1e12)
 
     @model_validator(mode="after")
     def _one_bound(self) -> AbsoluteThreshold:
         if self.min is None and self.max is None:
             raise ValueError("an absolute threshold needs 'min' and/or 'max'")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}: no model could pass")
         return self
 
 
@@ -51,7 +54,7 @@ class ChangeThreshold(_Section):
     value (`relative: true`, e.g. 0.2 = 20 %). 0 means "at least as good as the champion".
     """
 
-    max_regression: float = Field(0.0, ge=0.0)
+    max_regression: float = Field(0.0, ge=0.0, le=1e12)
     relative: bool = False
     better: Literal["higher", "lower"] | None = Field(
         None, description="which direction is better; default: the metric's own (GATE_METRICS)"
@@ -75,7 +78,7 @@ class GateConfig(_Section):
         description="model repository holding the champion (<base>/models.config, "
         "<base>/<model_name>/<version>/); default: serving.model_repository",
     )
-    champion_label: str = Field("stable", pattern=r"^[A-Za-z0-9_-]+$")
+    champion_label: str = Field("stable", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     latency_runs: int = Field(50, ge=5, le=10000, description="timed calls per batch size")
 
     @model_validator(mode="after")
@@ -107,23 +110,36 @@ class ServingConfig(_Section):
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, ...)")
     rest_url: str | None = Field(None, description="TF Serving REST base; unset = offline deploy")
     grpc_target: str | None = Field(None, description="TF Serving gRPC host:port")
-    request_timeout_seconds: float = Field(10.0, gt=0)
+    request_timeout_seconds: float = Field(10.0, gt=0, le=HOUR)
     connect_retries: int = Field(3, ge=0, le=20, description="retries on connection errors")
-    retry_backoff_seconds: float = Field(0.5, ge=0)
+    retry_backoff_seconds: float = Field(0.5, ge=0, le=600.0)
     load_deadline_seconds: float = Field(
-        600.0, gt=0, description="wait for AVAILABLE; allow for TF Serving's load retries"
+        600.0, gt=0, le=DAY, description="wait for AVAILABLE; allow for TF Serving's load retries"
     )
-    poll_interval_seconds: float = Field(0.5, gt=0)
-    retention: int = Field(3, ge=2, description="versions kept on disk (labelled ones always)")
-    tolerance: float | None = Field(None, gt=0, description="default: the manifest's tolerance")
+    poll_interval_seconds: float = Field(0.5, gt=0, le=600.0)
+    retention: int = Field(
+        3, ge=2, le=10_000, description="versions kept on disk (labelled ones always)"
+    )
+    tolerance: float | None = Field(
+        None, gt=0, le=1.0, description="default: the manifest's tolerance (<= 1)"
+    )
     latency_requests: int = Field(50, ge=1, le=10000, description="`validate` latency sample")
     allow_ungated: bool = Field(False, description="deploy without evaluation/gate.json")
     environments: dict[str, ServingEnvironment] = Field(
         default_factory=lambda: {
             "staging": ServingEnvironment(),
             "production": ServingEnvironment(),
-        }
+        },
+        max_length=64,
     )
+
+    @field_validator("environments")
+    @classmethod
+    def _environment_names(cls, value: dict[str, ServingEnvironment]) -> Any:
+        bad = [k[:80] for k in value if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,31}", k)]
+        if bad:
+            raise ValueError(f"environment name(s) {bad}: expected 1-32 of A-Z a-z 0-9 _ -")
+        return value
 
 
 class ScanSeverity(StrEnum):
@@ -161,7 +177,10 @@ class ScanConfig(_Section):
         description="Trivy YAML ignore file; every entry needs `statement` and `expired_at`",
     )
     timeout_seconds: int = Field(
-        900, ge=10, le=6 * 3600, description="trivy --timeout (TF images exceed its 5 min default)"
+        900,
+        ge=10,
+        le=int(6 * HOUR),
+        description="trivy --timeout (TF images exceed its 5 min default)",
     )
     cache_dir: Path | None = Field(
         None, description="trivy --cache-dir (DB, checks); default ~/.cache/trivy"
@@ -175,8 +194,9 @@ class ScanConfig(_Section):
         (ScanScanner.VULN, ScanScanner.SECRET), min_length=1, description="for `image` and `fs`"
     )
     ignore_unfixed: bool = Field(False, description="drop vulnerabilities that have no fix yet")
-    skip_dirs: tuple[str, ...] = Field(
+    skip_dirs: tuple[Annotated[str, Field(min_length=1, max_length=4096)], ...] = Field(
         (".git", ".venv", "venv", "node_modules", "runs", "build", ".gitlab-ci-local", ".cache"),
+        max_length=256,
         description="trivy --skip-dirs for `fs` and `config` scans",
     )
 

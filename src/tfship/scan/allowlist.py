@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tfship import safe_yaml
 from tfship.errors import ConfigError
 from tfship.scan.findings import Finding, FindingKind
 
@@ -155,10 +155,8 @@ def load_allowlist(path: Path) -> Allowlist:
     """Read `path` (missing -> empty allowlist). Bad entries are a ConfigError naming them."""
     if not path.is_file():
         return Allowlist((), None)
-    try:
-        raw: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    # tfship's strict loader: no aliases, no duplicate ids-as-keys, bounded size, UTF-8.
+    raw: Any = safe_yaml.load_file(path)
     if raw is None:
         return Allowlist((), path)
     if not isinstance(raw, dict):
