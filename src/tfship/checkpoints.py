@@ -1,13 +1,18 @@
 """Training checkpoints: step-level generations, the best one by validation metric, a guard.
 
-Layout under `checkpoint.dir` (default `<run dir>/checkpoints`):
+Layout under the run's checkpoint directory (`<run dir>/checkpoints`, or
+`<checkpoint.dir>/<run id>`, see tfship.rundir.checkpoint_dir):
 
     checkpoint, ckpt-<step>.*   tf.train.CheckpointManager generations (model, optimizer, step)
     best/                       the best by `checkpoint.best_metric` (model, step) + best.json
-    run.json                    what these checkpoints belong to; a resume with a different
-                                data/model config or per-replica batch is refused, and so is a
-                                resume of generations that have no run.json next to them
+    run.json                    the guard: the run and the settings, data and code these
+                                checkpoints belong to (tfship.checkpoint_guard); anything else
+                                resuming or exporting them is refused with the differences
     corrupt/ckpt-<step>-<time>-*/  generations that failed to restore, set aside, kept
+
+Every generation (best/ included) also stores the guard's fingerprint as a string variable
+`guard`: a generation copied in from another run, or written under another run.json, is
+refused by name before its weights are loaded.
 
 TensorFlow writes a checkpoint's data files first and then replaces the `checkpoint` state file
 atomically, so "latest" never names a half-written generation. One damaged later (a truncated
@@ -20,132 +25,46 @@ Resuming a multi-worker run needs `checkpoint.dir` on storage every worker can r
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import keras
 import tensorflow as tf
 
+from tfship.checkpoint_guard import check_guard, guard_record
 from tfship.checkpoint_names import BEST_DIR, BEST_FILE, GUARD_FILE, step_of
+from tfship.checkpoint_restore import (
+    embedded_fingerprint,
+    generations,
+    guard_variable,
+    refuse_foreign,
+    restore_for_export,
+)
 from tfship.config import PipelineConfig
 from tfship.errors import ConfigError, ModelError
 from tfship.fsutil import atomic_write_json, read_json
-from tfship.rundir import RunDir
+from tfship.rundir import RunDir, checkpoint_dir
+
+__all__ = [
+    "METRICS",
+    "TrainingCheckpoints",
+    "check_guard",
+    "checkpoint_dir",
+    "generations",
+    "guard_record",
+    "restore_for_export",
+]
 
 log = logging.getLogger(__name__)
 
-GUARD_SCHEMA = "tfship-checkpoints/1"
 CORRUPT_DIR = "corrupt"
-_GENERATION = re.compile(r"^ckpt-(\d+)$")
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
-
-
-def checkpoint_dir(cfg: PipelineConfig, run_dir: RunDir) -> Path:
-    return Path(cfg.checkpoint.dir) if cfg.checkpoint.dir else run_dir.checkpoints
-
-
-def generations(directory: Path) -> list[str]:
-    """Checkpoint prefixes in `directory`, newest (highest step) first.
-
-    The generations the `checkpoint` state file lists, plus any ckpt-<n>.index on disk: the state
-    file itself may be missing or unreadable (TensorFlow then returns no state at all), and
-    `tf.train.latest_checkpoint` returns None when the newest index is gone, which would make
-    damaged checkpoints look like a fresh start.
-    """
-    names: set[str] = set()
-    try:
-        state = tf.train.get_checkpoint_state(str(directory))
-    except ValueError:  # a state file without model_checkpoint_path
-        state = None
-    if state is not None:
-        names.update(Path(p).name for p in state.all_model_checkpoint_paths)
-        names.add(Path(state.model_checkpoint_path).name)
-    if directory.is_dir():
-        names.update(p.name.removesuffix(".index") for p in directory.glob("ckpt-*.index"))
-    found = [n for n in names if _GENERATION.match(n)]
-    return [str(directory / n) for n in sorted(found, key=step_of, reverse=True)]
-
-
-def guard_record(
-    cfg: PipelineConfig,
-    *,
-    data_fingerprint: str,
-    input_shape: tuple[int, ...],
-    class_names: tuple[str, ...],
-) -> dict[str, Any]:
-    """What must not change across a resume, plus what `restore_for_export` needs to rebuild."""
-    frozen = {
-        "data": cfg.data.model_dump(mode="json"),
-        "model": cfg.model.model_dump(mode="json"),
-        "per_replica_batch_size": cfg.train.per_replica_batch_size,
-        "data_fingerprint": data_fingerprint,
-    }
-    blob = json.dumps(frozen, sort_keys=True, separators=(",", ":")).encode()
-    return {
-        "schema": GUARD_SCHEMA,
-        "fingerprint": hashlib.sha256(blob).hexdigest(),
-        "frozen": frozen,
-        "input_shape": list(input_shape),
-        "num_classes": len(class_names),
-        "class_names": list(class_names),
-    }
-
-
-def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += [
-                f"{key}.{k}: {a.get(k)!r} -> {b.get(k)!r}"
-                for k in sorted(set(a) | set(b))
-                if a.get(k) != b.get(k)
-            ]
-        elif a != b:
-            out.append(f"{key}: {a!r} -> {b!r}")
-    return out
-
-
-def check_guard(directory: Path, record: dict[str, Any]) -> None:
-    """Refuse to resume checkpoints written for another data/model config or batch size, or
-    checkpoints whose run.json is missing (nothing says what they were trained with).
-
-    A checkpoint backup restored onto a fresh runner brings run.json back with the generation
-    (tfship.backup uploads it as an extra of every generation), so it passes as usual.
-    """
-    path = directory / GUARD_FILE
-    found = generations(directory)
-    if not found:
-        return
-    if not path.is_file():
-        names = ", ".join(Path(p).name for p in found)
-        raise ConfigError(
-            f"{directory} holds training checkpoints ({names}) but no {GUARD_FILE}, which records "
-            "the data/model config they were trained with, so tfship cannot tell whether "
-            "resuming them is safe",
-            hint=f"delete {directory} or start over with `tfship run --fresh` or a new run "
-            f"(--set run.run_id=<new id>); if the checkpoints are this run's, put back the "
-            f"{GUARD_FILE} that was next to them",
-        )
-    old = read_json(path)
-    if old.get("fingerprint") == record["fingerprint"]:
-        return
-    diffs = _differences(old.get("frozen", {}), record["frozen"])
-    raise ConfigError(
-        f"the checkpoints in {directory} were written for a different configuration, so this "
-        "run cannot resume from them; changed: " + ("; ".join(diffs) or "(unknown)"),
-        hint=f"start a new run (--set run.run_id=<new id>, or `tfship run --fresh`), delete "
-        f"{directory}, or restore the previous values",
-    )
 
 
 def _best_is_better(mode: str, value: float, best: float | None) -> bool:
@@ -187,8 +106,13 @@ class TrainingCheckpoints:
         self.chief = chief
         self.directory = checkpoint_dir(cfg, run_dir)
         self.guard = guard
+        self.run_id: str = guard["run"]["run_id"]
         self.step = step
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+        # The guard fingerprint goes into every generation: the weights carry their binding.
+        marker = guard_variable(guard["fingerprint"])
+        self.checkpoint = tf.train.Checkpoint(
+            model=model, optimizer=optimizer, step=step, guard=marker
+        )
         self._copy: Any = None
         if shadow is not None:
             shadow_model, shadow_optimizer = shadow
@@ -207,12 +131,12 @@ class TrainingCheckpoints:
 
             self._copy = copy
             writer = tf.train.Checkpoint(
-                model=shadow_model, optimizer=shadow_optimizer, step=shadow_step
+                model=shadow_model, optimizer=shadow_optimizer, step=shadow_step, guard=marker
             )
-            best_writer = tf.train.Checkpoint(model=shadow_model, step=shadow_step)
+            best_writer = tf.train.Checkpoint(model=shadow_model, step=shadow_step, guard=marker)
         else:
             writer = self.checkpoint
-            best_writer = tf.train.Checkpoint(model=model, step=step)
+            best_writer = tf.train.Checkpoint(model=model, step=step, guard=marker)
         self._tmp: Path | None = None
         if chief:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -242,20 +166,29 @@ class TrainingCheckpoints:
         """Restore the newest generation (every worker reads the chief's directory).
 
         Returns the restored step, or None when there is nothing to resume. The guard is
-        checked first, and written for a fresh start. A generation that fails to restore is
-        skipped with a warning and the next older one tried; the chief then sets the failed
-        ones aside (see `_set_aside`). ModelError when none restores.
+        checked first (ConfigError naming what differs), and written for a fresh start. A
+        generation that fails to restore is skipped with a warning and the next older one
+        tried; the chief then sets the failed ones aside (see `_set_aside`). ModelError when
+        none restores; ConfigError for a generation that carries another guard fingerprint.
         """
         check_guard(self.directory, self.guard)
+        self._check_best()
         candidates = generations(self.directory)
         if not candidates:
+            log.info(
+                "run %s: no checkpoints of this run in %s; training starts at step 0",
+                self.run_id,
+                self.directory,
+            )
             if self.chief:
                 atomic_write_json(self.directory / GUARD_FILE, self.guard)
             return None
         failed: list[tuple[str, str]] = []
         for i, prefix in enumerate(candidates):
             try:
-                self.checkpoint.restore(prefix).assert_existing_objects_matched()
+                found = embedded_fingerprint(prefix)
+                if found == self.guard["fingerprint"]:
+                    self.checkpoint.restore(prefix).assert_existing_objects_matched()
             # Damage surfaces as many types (OpError, DataLossError, IndexError for a truncated
             # shard, AssertionError, ValueError): any failure means "not this generation". A
             # partly applied restore is overwritten in full by the next generation tried.
@@ -269,6 +202,8 @@ class TrainingCheckpoints:
                     "trying the previous generation" if i + 1 < len(candidates) else "none left",
                 )
                 continue
+            if found != self.guard["fingerprint"]:
+                raise refuse_foreign(prefix, found, self.guard)
             break
         else:
             raise ModelError(
@@ -280,8 +215,21 @@ class TrainingCheckpoints:
         if failed and self.chief:
             self._set_aside(failed, restored=prefix, candidates=candidates)
         step = int(self.step.numpy())
-        log.info("resumed from %s (step %d)", prefix, step)
+        log.info("run %s: resumed from %s (step %d)", self.run_id, prefix, step)
         return step
+
+    def _check_best(self) -> None:
+        """best/ is exported: one written under another guard is refused like a generation."""
+        try:
+            best = tf.train.latest_checkpoint(str(self.directory / BEST_DIR))
+            found = embedded_fingerprint(best) if best else None
+        # Damaged: replaced by the next best save, and refused by export until then.
+        except Exception:
+            return
+        if best is None:
+            return
+        if found != self.guard["fingerprint"]:
+            raise refuse_foreign(best, found, self.guard)
 
     def _set_aside(
         self, failed: list[tuple[str, str]], *, restored: str, candidates: list[str]
@@ -439,68 +387,3 @@ class TrainingCheckpoints:
                 self._pool.shutdown(wait=True)
                 self._pool = None
             self._drop_worker_copy()
-
-
-def restore_for_export(
-    cfg: PipelineConfig, run_dir: RunDir, which: Literal["best", "latest"] = "best"
-) -> tuple[keras.Model, dict[str, Any]]:
-    """Rebuild the model and load the best (or latest) checkpoint's weights into it.
-
-    Returns the model and an info dict: which, checkpoint, step, class_names, input_shape,
-    num_classes, data_fingerprint, and for `best` the metric, its value and all metrics.
-    """
-    from tfship.model import build_model
-
-    directory = checkpoint_dir(cfg, run_dir)
-    guard_path = directory / GUARD_FILE
-    if not guard_path.is_file():
-        raise ModelError(
-            f"no training checkpoints in {directory} ({GUARD_FILE} is missing)",
-            hint="run `tfship train` with the same --run-dir first",
-        )
-    guard = read_json(guard_path)
-    trained_model = guard["frozen"]["model"]
-    if trained_model != cfg.model.model_dump(mode="json"):
-        diffs = _differences({"model": trained_model}, {"model": cfg.model.model_dump(mode="json")})
-        raise ConfigError(
-            f"the checkpoints in {directory} hold a different model than the config asks for: "
-            + "; ".join(diffs),
-            hint="export with the configuration the model was trained with "
-            "(config.resolved.yaml in the run directory)",
-        )
-    if which == "best":
-        path = tf.train.latest_checkpoint(str(directory / BEST_DIR))
-        extra = read_json(directory / BEST_DIR / BEST_FILE) if path else {}
-    elif which == "latest":
-        path, extra = tf.train.latest_checkpoint(str(directory)), {}
-    else:
-        raise ValueError(f"which must be 'best' or 'latest', not {which!r}")
-    if path is None:
-        raise ModelError(
-            f"no {which} checkpoint in {directory}" + (f"/{BEST_DIR}" if which == "best" else ""),
-            hint="training saves best/ after each validation; finish `tfship train` first",
-        )
-    model = build_model(cfg.model, tuple(guard["input_shape"]), guard["num_classes"])
-    step = tf.Variable(0, dtype=tf.int64, trainable=False)
-    try:
-        tf.train.Checkpoint(model=model, step=step).restore(path).expect_partial()
-    # Same as resuming: damage surfaces as OpError, IndexError (truncated shard), ValueError, ...
-    except Exception as exc:
-        raise ModelError(
-            f"cannot restore {path} into the configured model: {exc}",
-            hint="the checkpoint files are damaged or belong to another model; nothing was "
-            "exported. Retrain with `tfship run --fresh` (or delete this checkpoint directory)",
-        ) from exc
-    info: dict[str, Any] = {
-        "which": which,
-        "checkpoint": path,
-        "step": int(step.numpy()),
-        "class_names": guard["class_names"],
-        "input_shape": guard["input_shape"],
-        "num_classes": guard["num_classes"],
-        "data_fingerprint": guard["frozen"]["data_fingerprint"],
-    }
-    for key in ("metric", "value", "metrics"):
-        if key in extra:
-            info[key] = extra[key]
-    return model, info

@@ -15,13 +15,23 @@ from collections.abc import Mapping
 
 # name -> what it is for. Keep alphabetical.
 VARIABLES: dict[str, str] = {
+    "CI": "any CI marker (also GITLAB_CI, GITHUB_ACTIONS, CI_JOB_ID, GITHUB_RUN_ID) makes "
+    "verdict fields come only from the committed pipeline.yaml",
     "CI_API_V4_URL": "GitLab CI: API root used by `tfship report --post`",
     "CI_COMMIT_REF_SLUG": "GitLab CI: branch part of the checkpoint backup prefix",
+    "CI_JOB_ID": "GitLab CI: a CI marker (see CI)",
+    "CI_JOB_MANUAL": "GitLab CI: 'true' in a manual job, which a person started (config "
+    "overrides of verdict fields and gate overrides are allowed there, and recorded)",
     "CI_JOB_NAME": "GitLab CI: with CI_PIPELINE_ID, the backup run key (same on a job retry)",
     "CI_MERGE_REQUEST_IID": "GitLab CI: merge request the report comment goes to",
+    "CI_PIPELINE_SOURCE": "GitLab CI: merge_request_event marks a pipeline that never deploys",
+    "CI_PROJECT_DIR": "GitLab CI: the checkout; in CI pipeline.yaml must be committed there",
     "CI_PROJECT_ID": "GitLab CI: project of that merge request",
+    "GITHUB_ACTIONS": "GitHub Actions: a CI marker (see CI)",
     "GITHUB_ACTOR": "GitHub Actions: recorded as the approver of a gate override",
     "GITHUB_API_URL": "GitHub Actions: API root used by `tfship report --post`",
+    "GITHUB_EVENT_NAME": "GitHub Actions: workflow_dispatch = a person started the run; "
+    "pull_request = a run that never deploys",
     "GITHUB_EVENT_PATH": "GitHub Actions: event payload; gives the pull request number",
     "GITHUB_JOB": "GitHub Actions: with GITHUB_RUN_ID, the backup run key (same on a re-run)",
     "GITHUB_REF": "GitHub Actions: refs/pull/<n>/merge when the event payload has no PR",
@@ -31,6 +41,8 @@ VARIABLES: dict[str, str] = {
     "GITHUB_SERVER_URL": "GitHub Actions: links to the run's artifacts",
     "GITHUB_STEP_SUMMARY": "GitHub Actions: job summary file the report is appended to",
     "GITHUB_TOKEN": "secret: GitHub token (pull-requests: write) for the PR report comment",
+    "GITHUB_WORKSPACE": "GitHub Actions: the checkout; in CI pipeline.yaml must be committed there",
+    "GITLAB_CI": "GitLab CI: a CI marker (see CI)",
     "GITLAB_USER_LOGIN": "GitLab CI: recorded as the approver of a gate override",
     "TFSHIP_CONFIG": "path of pipeline.yaml (default: ./pipeline.yaml when present)",
     "TFSHIP_GATE_OVERRIDE_REASON": "same as `--override-reason`: let a failed gate pass, recorded",
@@ -87,12 +99,29 @@ def ci_context(environ: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def default_run_id(environ: Mapping[str, str] | None = None) -> str:
-    """Stable across a retry of the same pipeline, so a retried job resumes its checkpoints."""
+    """ci-<CI_PIPELINE_ID> (GitLab), gh-<GITHUB_RUN_ID> (GitHub), else 'local'.
+
+    Stable across a retry of the same pipeline (a GitLab job retry keeps CI_PIPELINE_ID, a
+    GitHub re-run keeps GITHUB_RUN_ID), so a retried job resumes its own checkpoints; different
+    for every new pipeline, so it never resumes another's (tfship.checkpoint_guard). The id
+    names directories (runs/<id>, <checkpoint.dir>/<id>), so a value that is not a plain name
+    is refused rather than let point elsewhere.
+    """
     environ = os.environ if environ is None else environ
-    if environ.get("CI_PIPELINE_ID"):
-        return f"ci-{environ['CI_PIPELINE_ID']}"
-    if environ.get("GITHUB_RUN_ID"):
-        return f"gh-{environ['GITHUB_RUN_ID']}"
+    for name, prefix in (("CI_PIPELINE_ID", "ci"), ("GITHUB_RUN_ID", "gh")):
+        value = environ.get(name)
+        if not value:
+            continue
+        plain = all(c.isascii() and (c.isalnum() or c in "_-") for c in value)
+        if not plain or len(value) > 64:
+            from tfship.errors import ConfigError
+
+            raise ConfigError(
+                f"{name}={value!r} is not a pipeline id: expected letters, digits, '-' or '_' "
+                "(CI sets a number)",
+                hint=f"do not override {name}; set run.run_id to name a run yourself",
+            )
+        return f"{prefix}-{value}"
     return "local"
 
 

@@ -121,6 +121,9 @@ def run_pipeline(
     """Run every stage not in `skip`, in order; `fresh` deletes the run's earlier outputs."""
     if fresh:
         _wipe(run_dir)
+        from tfship.checkpoint_guard import start_fresh
+
+        cfg = start_fresh(cfg, run_dir)  # checkpoints kept outside the run dir, the backup
     from tfship.distribute import configure_devices
 
     # Logical CPU devices can only be set before TensorFlow initialises, and a stage before

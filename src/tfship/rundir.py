@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,9 +57,29 @@ class RunDir:
         return self
 
 
+def run_id(cfg: PipelineConfig, environ: Mapping[str, str] | None = None) -> str:
+    """This run's id: run.run_id, else ci-<CI_PIPELINE_ID>, gh-<GITHUB_RUN_ID> or 'local'."""
+    return cfg.run.run_id or env.default_run_id(environ)
+
+
 def resolve_run_dir(cfg: PipelineConfig, explicit: str | Path | None = None) -> RunDir:
-    """--run-dir, else TFSHIP_RUN_DIR, else <runs_dir>/<run_id or CI-derived or 'local'>."""
+    """--run-dir, else TFSHIP_RUN_DIR, else <runs_dir>/<run id>."""
     chosen = explicit or env.get("TFSHIP_RUN_DIR")
     if chosen:
         return RunDir(Path(chosen))
-    return RunDir(cfg.run.runs_dir / (cfg.run.run_id or env.default_run_id()))
+    return RunDir(cfg.run.runs_dir / run_id(cfg))
+
+
+def checkpoint_dir(
+    cfg: PipelineConfig, run_dir: RunDir, environ: Mapping[str, str] | None = None
+) -> Path:
+    """<run dir>/checkpoints, or <checkpoint.dir>/<run id> when checkpoint.dir is set.
+
+    checkpoint.dir is meant to outlive a job (a persistent volume, so a retry on another
+    runner resumes); pipelines share it, so each run gets its own directory below it: a
+    retried job (same pipeline id) finds its checkpoints, a new pipeline starts fresh in an
+    empty one and never sees another run's.
+    """
+    if cfg.checkpoint.dir:
+        return Path(cfg.checkpoint.dir) / run_id(cfg, environ)
+    return run_dir.checkpoints

@@ -212,11 +212,14 @@ def _train(
         shadow_model = build_model(cfg.model, splits.input_shape, splits.num_classes)
         shadow_optimizer = keras.optimizers.Adam(learning_rate=lr)
         shadow_optimizer.build(shadow_model.trainable_variables)
+    # What these checkpoints are bound to: this run, and everything that changes its result
+    # (tfship.checkpoint_guard); another run's checkpoints are never resumed.
     guard = guard_record(
         cfg,
         data_fingerprint=splits.fingerprint,
         input_shape=splits.input_shape,
         class_names=splits.class_names,
+        replicas=replicas,
     )
     # Checkpoint backup: on a fresh runner the newest complete remote generation must be
     # back before the CheckpointManager looks (restore() waits for open's background fetch).

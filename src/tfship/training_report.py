@@ -180,6 +180,8 @@ class TrainReport:
                     "value": keeper.best_value,
                 },
                 "checkpoints": {
+                    "dir": str(keeper.directory),  # this run's own (tfship.rundir.checkpoint_dir)
+                    "run_id": keeper.run_id,
                     "saves": keeper.saves,
                     "seconds": keeper.save_seconds,  # what the loop waited for
                     "write_seconds": keeper.write_seconds,

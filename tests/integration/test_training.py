@@ -219,9 +219,9 @@ def test_nan_loss_exits_5_and_keeps_the_last_good_checkpoint(tmp_path):
     import tensorflow as tf
 
     run_dir = tmp_path / "run"
-    # Adam moves every weight by ~lr on the first step: 1e30 overflows the next forward pass.
+    # Adam moves every weight by ~lr on the first step: 1e18 overflows the next forward pass.
     proc = run(
-        train_cmd(run_dir, "train.learning_rate=1e30", "checkpoint.every_steps=1"), cwd=tmp_path
+        train_cmd(run_dir, "train.learning_rate=1e18", "checkpoint.every_steps=1"), cwd=tmp_path
     )
     assert proc.returncode == 5, proc.stderr
     assert "training diverged at step" in proc.stderr

@@ -9,7 +9,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from pydantic import BaseModel
 
+from tests.helpers.preempt import preempt_before_call
+from tfship.checkpoint_guard import NOT_RESULT_FIELDS, RESULT_FIELDS, classification
 from tfship.checkpoints import (
     TrainingCheckpoints,
     check_guard,
@@ -18,7 +21,7 @@ from tfship.checkpoints import (
 )
 from tfship.config import PipelineConfig
 from tfship.data import Splits
-from tfship.errors import ConfigError, ExitCode, ModelError
+from tfship.errors import ConfigError, ExitCode, ModelError, Preempted
 from tfship.rundir import RunDir
 from tfship.train import run_train, weights_digest
 
@@ -75,7 +78,10 @@ def test_training_saves_every_n_steps_and_keeps_the_configured_generations(tmp_p
     assert state_steps(ckpts) == [8, 12]  # saved at 4, 8, 12; keep=2
     assert not list(ckpts.glob("ckpt-4.*"))
     guard = json.loads((ckpts / "run.json").read_text())
-    assert guard["num_classes"] == 3 and guard["input_shape"] == [8, 8, 1]
+    assert guard["trained"]["class_names"] == ["a", "b", "c"]
+    assert guard["trained"]["input_shape"] == [8, 8, 1]
+    assert guard["run"] == {"run_id": "local", "pipeline": "local"}
+    assert guard["config"]["train.learning_rate"] == 0.002
     best = json.loads((ckpts / "best" / "best.json").read_text())
     assert best["metric"] == "val_accuracy" and best["step"] == result.best_step
     train_json = json.loads(run_dir.train_json.read_text())
@@ -87,15 +93,17 @@ def test_training_saves_every_n_steps_and_keeps_the_configured_generations(tmp_p
 
 
 @pytest.mark.slow
-def test_a_second_run_resumes_with_the_same_step_and_optimizer_state(tmp_path):
+def test_a_second_run_resumes_with_the_same_step_and_optimizer_state(tmp_path, monkeypatch):
     run_dir = RunDir(tmp_path / "run")
-    first = run_train(make_cfg(train={"max_steps": 5}), run_dir, splits=make_splits())
-    assert first.steps == 5 and first.resumed_from_step is None
-    assert state_steps(run_dir.checkpoints) == [4, 5]  # the end of a run is always saved
+    with monkeypatch.context() as m:
+        preempt_before_call(m, 1)
+        with pytest.raises(Preempted, match="at step 6"):
+            run_train(make_cfg(), run_dir, splits=make_splits())
+    assert state_steps(run_dir.checkpoints) == [4, 6]  # a preempted run saves where it stops
 
     second = run_train(make_cfg(), run_dir, splits=make_splits())
-    assert second.resumed_from_step == 5
-    assert second.resumed_optimizer_iterations == 5
+    assert second.resumed_from_step == 6
+    assert second.resumed_optimizer_iterations == 6
     assert second.steps == 12 and second.optimizer_iterations == 12
     history = json.loads(run_dir.train_json.read_text())["history"]
     assert [h["step"] for h in history][-1] == 12
@@ -105,25 +113,30 @@ def test_a_second_run_resumes_with_the_same_step_and_optimizer_state(tmp_path):
 @pytest.mark.parametrize(
     ("changed_cfg", "fingerprint", "fragment"),
     [
-        ({"model": {"options": {"units": 4}}}, "synthetic-1", "model.options"),
+        ({"model": {"options": {"units": 4}}}, "synthetic-1", "model.options.units: 8 -> 4"),
         (
             {"train": {"per_replica_batch_size": 8}},
             "synthetic-1",
-            "per_replica_batch_size: 16 -> 8",
+            "train.per_replica_batch_size: 16 -> 8",
         ),
         ({"data": {"limit": 500}}, "synthetic-1", "data.limit: None -> 500"),
-        ({}, "synthetic-2", "data_fingerprint"),
+        ({}, "synthetic-2", "trained.data_fingerprint: 'synthetic-1' -> 'synthetic-2'"),
+        ({"train": {"learning_rate": 0.01}}, "synthetic-1", "train.learning_rate: 0.002 -> 0.01"),
+        ({"train": {"epochs": 3}}, "synthetic-1", "train.epochs: 2 -> 3"),
     ],
 )
 def test_resuming_with_changed_data_or_model_config_is_refused_with_a_fix(
-    tmp_path, changed_cfg, fingerprint, fragment
+    tmp_path, monkeypatch, changed_cfg, fingerprint, fragment
 ):
     run_dir = RunDir(tmp_path / "run")
-    run_train(make_cfg(train={"max_steps": 4}), run_dir, splits=make_splits())
+    with monkeypatch.context() as m:
+        preempt_before_call(m, 0)
+        with pytest.raises(Preempted):
+            run_train(make_cfg(), run_dir, splits=make_splits())
     with pytest.raises(ConfigError) as err:
         run_train(make_cfg(**changed_cfg), run_dir, splits=make_splits(fingerprint))
     assert fragment in str(err.value)
-    assert "run.run_id" in str(err.value)  # the hint says how to start over
+    assert "tfship run --fresh" in str(err.value)  # the hint says how to start over
     assert state_steps(run_dir.checkpoints) == [4]
 
 
@@ -143,7 +156,7 @@ def test_restore_for_export_loads_best_and_latest_weights(tmp_path):
     out = best.predict(make_splits().x_test, verbose=0)
     assert out.shape == (24, 3) and np.isfinite(out).all()
 
-    with pytest.raises(ConfigError, match="different model"):
+    with pytest.raises(ConfigError, match=r"different settings.*model\.options\.units: 8 -> 4"):
         restore_for_export(make_cfg(model={"options": {"units": 4}}), run_dir)
 
     # A damaged best checkpoint is refused with the way out, never exported half-loaded.
@@ -157,6 +170,31 @@ def test_restore_for_export_loads_best_and_latest_weights(tmp_path):
 def test_restore_for_export_without_training_says_to_train_first(tmp_path):
     with pytest.raises(ModelError, match="run `tfship train`"):
         restore_for_export(make_cfg(), RunDir(tmp_path))
+
+
+def config_keys() -> list[str]:
+    keys = []
+    for section, info in PipelineConfig.model_fields.items():
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += [f"{section}.{field}" for field in ann.model_fields]
+        else:
+            keys.append(section)
+    return keys
+
+
+@pytest.mark.parametrize("key", config_keys())
+def test_every_config_field_is_classified_as_changing_the_result_or_not(key):
+    # A new field must be declared in tfship.checkpoint_guard: RESULT_FIELDS when it changes
+    # the trained weights (or which of them are exported), NOT_RESULT_FIELDS with the reason.
+    assert classification(key) is not None, f"classify {key} in tfship.checkpoint_guard"
+    assert not (key in RESULT_FIELDS and key in NOT_RESULT_FIELDS)
+
+
+def test_the_classification_names_no_field_that_does_not_exist():
+    keys = set(config_keys())
+    stale = [k for k in (*RESULT_FIELDS, *NOT_RESULT_FIELDS) if not k.endswith(".*")]
+    assert [k for k in stale if k not in keys] == []
 
 
 def test_guard_is_ignored_until_a_checkpoint_exists(tmp_path):
@@ -261,10 +299,13 @@ def test_a_corrupt_newest_generation_is_skipped_and_the_previous_one_restored(
 
 @pytest.mark.slow
 def test_training_resumes_from_the_previous_generation_when_the_newest_is_truncated(
-    tmp_path, caplog
+    tmp_path, caplog, monkeypatch
 ):
     run_dir = RunDir(tmp_path / "run")
-    run_train(make_cfg(train={"max_steps": 8}), run_dir, splits=make_splits())
+    with monkeypatch.context() as m:
+        preempt_before_call(m, 2)
+        with pytest.raises(Preempted, match="at step 8"):
+            run_train(make_cfg(), run_dir, splits=make_splits())
     assert state_steps(run_dir.checkpoints) == [4, 8]
     corrupt(run_dir.checkpoints, "ckpt-8", "truncated data shard")
 

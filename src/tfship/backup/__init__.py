@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tfship.backup.agent import BackupAgent
 from tfship.backup.restore import restore_latest
@@ -111,6 +111,8 @@ class TrainingBackup:
 
     Disabled (`backup.enabled: false`), every method does nothing and costs nothing. On a
     non-chief worker it restores (each worker may have its own empty disk) but never uploads.
+    With `run` (the run identity, tfship.checkpoint_guard.run_identity), a restore brings back
+    only that run's generations and refuses another run's (see `restore_latest`).
     """
 
     def __init__(
@@ -120,10 +122,12 @@ class TrainingBackup:
         store: ObjectStore | None,
         *,
         chief: bool = True,
+        run: dict[str, Any] | None = None,
     ) -> None:
         self.cfg = bcfg
         self.store = store
         self.chief = chief
+        self.run = run
         self.dirs: list[tuple[Path, ObjectStore, int, tuple[str, ...]]] = []
         if store is not None:
             self.dirs.append((checkpoint_dir, store, bcfg.keep, (GUARD_FILE,)))
@@ -146,8 +150,14 @@ class TrainingBackup:
         generation (and best/). Returns the step restored, or None."""
         if self.store is None or not self.cfg.restore:
             return None
-        steps = [restore_latest(local, remote) for local, remote, _, _ in self.dirs]
-        return steps[0]
+        (local, remote, _, _), *others = self.dirs
+        step = restore_latest(local, remote, expect_run=self.run)
+        # best/ carries no run.json of its own: it comes back only with a generation whose
+        # run.json was checked, never on its own into a fresh directory.
+        if step is not None:
+            for local, remote, _, _ in others:
+                restore_latest(local, remote)
+        return step
 
     def sync(self) -> None:
         """Hand any new local generation to the background uploader (never blocks), at most
@@ -217,11 +227,14 @@ def open_training_backup(
     """The run's backup as `cfg.backup` describes it: a no-op when disabled, else an agent
     process (tfship.backup.agent) that starts restoring at once. Call it early, and
     `restore()` just before the CheckpointManager is created."""
-    ckpt_dir = Path(checkpoint_dir or cfg.checkpoint.dir or run_dir.checkpoints)
+    from tfship.checkpoint_guard import run_identity
+    from tfship.rundir import checkpoint_dir as run_checkpoint_dir
+
+    ckpt_dir = Path(checkpoint_dir or run_checkpoint_dir(cfg, run_dir, environ))
     bcfg = cfg.backup
     if not bcfg.enabled:
         return TrainingBackup(bcfg, ckpt_dir, None, chief=chief)
     assert bcfg.url is not None  # BackupConfig validation
     url = f"{bcfg.url.rstrip('/')}/{remote_prefix(cfg, run_dir, environ)}"
     log.info("checkpoint backup: %s -> %s", ckpt_dir, url)
-    return BackupAgent(bcfg, ckpt_dir, url, chief=chief)
+    return BackupAgent(bcfg, ckpt_dir, url, chief=chief, run=run_identity(cfg, environ))

@@ -2,14 +2,20 @@
 
 Only when the local directory has no usable generation (a fresh runner): local checkpoints are
 always at least as new as the backup, which lags by design. Remote generations are tried newest
-first; one that is incomplete or corrupt is skipped with a warning and never loaded.
+first; one that is incomplete or corrupt is skipped with a warning and never loaded. Given the
+run identity it expects, a restore also reads the run.json saved with the generation before
+downloading anything, and refuses one that belongs to another run (a shared `backup.prefix`):
+nothing of it reaches the checkpoint directory.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +28,9 @@ from tfship.backup.generation import (
     state_file_text,
 )
 from tfship.backup.store import ObjectStore, open_store
+from tfship.checkpoint_guard import differences
+from tfship.checkpoint_names import GUARD_FILE
+from tfship.errors import ConfigError
 from tfship.fsutil import atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
@@ -58,17 +67,53 @@ def _download(store: ObjectStore, gen: str, marker: dict[str, Any], local_dir: P
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _check_run(
+    store: ObjectStore, gen: str, marker: dict[str, Any], expect_run: Mapping[str, Any]
+) -> None:
+    """Raise ConfigError unless the run.json saved with `gen` names the run `expect_run`;
+    _Corrupt when that copy is damaged (then the generation is skipped like any damaged one)."""
+    where = f"{store.url}/{gen}"
+    hint = (
+        "leave backup.prefix unset: the default prefix is per pipeline and job, so a new "
+        "pipeline starts fresh; or give this run a backup.prefix of its own"
+    )
+    meta = (marker.get("extras") or {}).get(GUARD_FILE)
+    if meta is None:
+        raise ConfigError(
+            f"the checkpoint backup {where} has no {GUARD_FILE}, so nothing says which run it "
+            "belongs to; it is not restored",
+            hint=hint,
+        )
+    data = store.get_bytes(f"{gen}{EXTRA_INFIX}{GUARD_FILE}")
+    if data is None or hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+        raise _Corrupt(f"its {GUARD_FILE} does not match the sha256 in its marker")
+    try:
+        guard = json.loads(data)
+    except ValueError as exc:
+        raise _Corrupt(f"its {GUARD_FILE} is not JSON ({exc})") from None
+    run = guard.get("run") if isinstance(guard, dict) else None
+    if run != dict(expect_run):
+        diffs = differences({"run": run}, {"run": dict(expect_run)}, ("run",))
+        raise ConfigError(
+            f"the checkpoint backup {where} belongs to another run, so it is not restored; "
+            f"differs: {'; '.join(diffs)}",
+            hint=hint,
+        )
+
+
 def restore_latest(
     local_dir: str | os.PathLike[str],
     remote: ObjectStore | str,
     *,
     endpoint_url: str | None = None,
+    expect_run: Mapping[str, Any] | None = None,
 ) -> int | None:
     """Restore the newest complete remote generation into an empty `local_dir`.
 
     Writes the `checkpoint` state file so `tf.train.CheckpointManager` (created afterwards)
     finds it. Returns the restored step, or None when the local directory already has a
-    generation or the remote holds no complete one.
+    generation or the remote holds no complete one. With `expect_run`, a generation whose
+    run.json names another run (or none) is refused with ConfigError before any download.
     """
     local_dir = Path(local_dir)
     store = open_store(remote, endpoint_url=endpoint_url) if isinstance(remote, str) else remote
@@ -91,6 +136,8 @@ def restore_latest(
             log.warning("checkpoint restore: skipping %s/%s: %s", store.url, gen.generation, why)
             continue
         try:
+            if expect_run is not None:
+                _check_run(store, gen.generation, marker, expect_run)
             _download(store, gen.generation, marker, local_dir)
         except (_Corrupt, FileNotFoundError) as exc:
             log.warning("checkpoint restore: skipping %s/%s: %s", store.url, gen.generation, exc)
