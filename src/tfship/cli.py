@@ -1,7 +1,8 @@
 """`tfship <command>`: parse flags, call the stage function, render its result, map errors.
 
 Glue only. Each command lives in tfship/commands/<name>.py with `register(subparsers)`; the
-handler it sets returns a result object (see tfship.result) and never prints.
+handler it sets returns a result object (see tfship.result) and never prints. Everything this
+module prints, and every log record while a command runs, goes through tfship.redact.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from tfship import __version__, env
 from tfship.errors import EXIT_CODE_DOC, ExitCode, TfshipError
+from tfship.redact import format_exception, redact_text, redacting_logs
 from tfship.result import render
 
 # Order is the order of `tfship --help`.
@@ -46,6 +48,14 @@ def _exit_code_epilog() -> str:
     return f"exit codes:\n{rows}"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse echoes offending values ("invalid choice: 'https://user:pw@...'"): redacted.
+    Sub-commands' parsers are of this class too (argparse reuses the parent's class)."""
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        super()._print_message(redact_text(message) if message else message, file)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -69,9 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=env.get("TFSHIP_OUTPUT", "text"),
         help="result format on stdout (env TFSHIP_OUTPUT)",
     )
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="tfship's debug logging on stderr (third-party loggers stay at WARNING; "
+        "credentials are masked)",
+    )
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tfship",
         description="Take a TensorFlow model from a merge request to TensorFlow Serving, safely.",
         epilog=_exit_code_epilog(),
@@ -85,27 +101,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(message: str) -> None:
+    print(redact_text(message), file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # TF's absl logger reports every checkpoint shard at INFO; that is noise in CI logs.
-    logging.getLogger("absl").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    # Redaction first: argparse errors and whatever the command modules log on import too.
+    with redacting_logs():
+        args = build_parser().parse_args(argv)
+        if args.verbose:
+            log.setLevel(logging.DEBUG)  # tfship only; redacting_logs restores it on exit
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         result: Any = args.handler(args)
     except TfshipError as err:
-        print(f"tfship {args.command}: error: {err}", file=sys.stderr)
-        print(f"(exit code {int(err.exit_code)}: {EXIT_CODE_DOC[err.exit_code]})", file=sys.stderr)
+        _error(f"tfship {args.command}: error: {err}")
+        _error(f"(exit code {int(err.exit_code)}: {EXIT_CODE_DOC[err.exit_code]})")
         return int(err.exit_code)
     except KeyboardInterrupt:
-        print(f"tfship {args.command}: interrupted", file=sys.stderr)
+        _error(f"tfship {args.command}: interrupted")
         return 130
+    except Exception as exc:
+        # Python would print the traceback unredacted; an exception message often holds the
+        # URL or request that failed.
+        print(format_exception(exc), end="", file=sys.stderr)
+        code = ExitCode.INTERNAL
+        _error(
+            f"tfship {args.command}: internal error (exit code {int(code)}: {EXIT_CODE_DOC[code]})"
+        )
+        return int(code)
     if result is not None:
-        print(render(result, args.output))
+        print(redact_text(render(result, args.output)))
     return int(getattr(result, "exit_code", ExitCode.OK))
 
 

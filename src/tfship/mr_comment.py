@@ -8,8 +8,11 @@ GitHub (REST): `GET/POST /repos/{owner}/{repo}/issues/{pr}/comments`,
 (`pull-requests: write`). GitHub has no image-upload API and strips data: URIs, so the plots go
 to the run's artifacts and the report to `$GITHUB_STEP_SUMMARY`.
 
-The comment is found again by report.MARKER. Posting never changes the gate's verdict or exit
-code: a missing token or an API error becomes a warning. The token is never logged.
+The comment is found again by report.MARKER, and only among the comments of the token's own
+user (GitLab: `GET /user`; GitHub: `GET /user`, or github-actions[bot] for the workflow's
+GITHUB_TOKEN, which `GET /user` refuses): a note someone else wrote is never edited, marker or
+not. Posting never changes the gate's verdict or exit code: a missing token or an API error
+becomes a warning. The token is never logged.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ from typing import Any
 import requests
 
 from tfship import env
+from tfship.redact import MASK, redact_text, redact_url
 from tfship.report import MARKER
 
 log = logging.getLogger(__name__)
 TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
 MAX_PAGES = 20  # 2,000 comments: enough for any merge request; bounds a misbehaving server
 _IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+\.png)\)")
+GITHUB_ACTIONS_BOT = "github-actions[bot]"  # the author of GITHUB_TOKEN's comments
 
 
 @dataclass(frozen=True)
@@ -56,10 +61,12 @@ def _call(session: requests.Session, method: str, url: str, token: str, **kw: An
     try:
         resp = session.request(method, url, timeout=TIMEOUT, **kw)
     except requests.RequestException as exc:
-        raise _ApiError(f"{method} {url} failed: {type(exc).__name__}") from None
+        raise _ApiError(f"{method} {redact_url(url)} failed: {type(exc).__name__}") from None
     if resp.status_code >= 400:
-        body = resp.text[:200].replace(token, "***") if token else resp.text[:200]
-        raise _ApiError(f"{method} {url} returned HTTP {resp.status_code}: {body}")
+        body = resp.text[:200].replace(token, MASK) if token else resp.text[:200]
+        raise _ApiError(
+            f"{method} {redact_url(url)} returned HTTP {resp.status_code}: {redact_text(body)}"
+        )
     return resp
 
 
@@ -78,12 +85,15 @@ def _paged(session: requests.Session, url: str, token: str, params: dict[str, An
             return
 
 
-def _upsert(session, token, list_url, create_url, update_url_for, method, body, platform):
+def _upsert(session, token, list_url, create_url, update_url_for, method, body, platform, ours):
+    # Only a note this token's own user wrote, and that starts with the marker: anyone can
+    # paste the marker into a comment of theirs, and editing it would put our text under
+    # their name (or let them steer which note we overwrite).
     existing = next(
         (
             c
             for c in _paged(session, list_url, token, {"per_page": 100})
-            if MARKER in (c.get("body") or "")
+            if ours(c) and (c.get("body") or "").lstrip().startswith(MARKER)
         ),
         None,
     )
@@ -92,6 +102,36 @@ def _upsert(session, token, list_url, create_url, update_url_for, method, body, 
         return PostResult(platform, True, "created", created.get("id"))
     _call(session, method, update_url_for(existing["id"]), token, json={"body": body})
     return PostResult(platform, True, "updated", existing["id"])
+
+
+def _gitlab_author_check(session: requests.Session, api: str, token: str) -> Any:
+    """`GET /user` names the token's user (for a project access token, its bot user)."""
+    me = _call(session, "GET", f"{api}/user", token).json()
+    if not isinstance(me, dict) or me.get("id") is None:
+        raise _ApiError(f"GET {api}/user did not name the token's user")
+    own = me["id"]
+    return lambda note: (note.get("author") or {}).get("id") == own and not note.get("system")
+
+
+def _github_author_check(session: requests.Session, api: str, token: str) -> Any:
+    """The token's identity: `GET /user` for a personal token; the workflow's GITHUB_TOKEN is an
+    app installation token, which `GET /user` refuses (403), and comments as github-actions[bot]
+    (a `[bot]` login no person can register)."""
+    try:
+        resp = session.request("GET", f"{api}/user", timeout=TIMEOUT)
+    except requests.RequestException as exc:
+        raise _ApiError(f"GET {api}/user failed: {type(exc).__name__}") from None
+    if resp.status_code == 403:
+        return lambda c: (
+            (c.get("user") or {}).get("login") == GITHUB_ACTIONS_BOT
+            and (c.get("user") or {}).get("type") == "Bot"
+        )
+    if resp.status_code >= 400:
+        raise _ApiError(f"GET {api}/user returned HTTP {resp.status_code}")
+    own = resp.json().get("id")
+    if own is None:
+        raise _ApiError(f"GET {api}/user did not name the token's user")
+    return lambda c: (c.get("user") or {}).get("id") == own
 
 
 def _post_gitlab(report_md: str, images: dict[str, Path], e: Any) -> PostResult:
@@ -134,8 +174,9 @@ def _post_gitlab(report_md: str, images: dict[str, Path], e: Any) -> PostResult:
     body = _IMAGE.sub(upload, report_md)
     notes = f"{api}/projects/{project}/merge_requests/{iid}/notes"
     try:
+        ours = _gitlab_author_check(session, api, token)
         result = _upsert(
-            session, token, notes, notes, lambda i: f"{notes}/{i}", "PUT", body, "gitlab"
+            session, token, notes, notes, lambda i: f"{notes}/{i}", "PUT", body, "gitlab", ours
         )
     except (_ApiError, ValueError) as exc:
         return PostResult("gitlab", False, warnings=(*warnings, f"GitLab API: {exc}"))
@@ -206,6 +247,7 @@ def _post_github(report_md: str, images: dict[str, Path], e: Any) -> PostResult:
             "PATCH",
             body,
             "github",
+            _github_author_check(session, api, token),
         )
     except (_ApiError, ValueError) as exc:
         return PostResult("github", False, warnings=(f"GitHub API: {exc}",))

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tfship import mdescape as md
 from tfship.errors import DataError
 from tfship.fsutil import atomic_write_bytes, atomic_write_text, read_json
+from tfship.redact import redact_text
 from tfship.rundir import RunDir
 
 MARKER = "<!-- tfship-evaluation-report -->"
@@ -22,6 +24,8 @@ TRAINING_PNG = "training.png"
 CONFUSION_SIZE_PX = (640, 560)  # width, height: fixed so the comment layout is stable
 TRAINING_SIZE_PX = (800, 320)
 _DPI = 80
+MAX_CLASS_ROWS = 200  # a comment has a size limit (GitHub: 65,536 characters)
+_TICK_LABEL_CHARS = 24
 
 HEADLINES = {
     "passed": ":white_check_mark: **Gate passed**",
@@ -57,41 +61,60 @@ def _version(entry: dict[str, Any] | None) -> str:
     return f"v{entry['version']}" if entry.get("version") is not None else Path(entry["path"]).name
 
 
+def _checks_table(checks: list[dict[str, Any]]) -> list[str]:
+    # `source`: where each threshold came from (pipeline.yaml@<commit>, a variable and who
+    # started the job, ...); gate.json files written before it existed have none.
+    sourced = any(c.get("source") for c in checks)
+    head = "| check | candidate | champion | threshold | Δ | result |"
+    lines = [head + (" threshold from |" if sourced else ""), "|---|---|---|---|---|---|"]
+    lines[1] += "---|" if sourced else ""
+    for c in checks:
+        mark = ":white_check_mark:" if c["passed"] else ":x:"
+        row = (
+            f"| {md.text(c['metric'], 60)} ({md.text(c['kind'], 20)}) | {_num(c['candidate'])} "
+            f"| {_num(c['baseline'])} | {md.text(c['threshold'], 60)} "
+            f"| {_num(c['delta'], signed=True)} | {mark} |"
+        )
+        lines.append(row + (f" {md.text(c.get('source') or '–', 120)} |" if sourced else ""))
+    if not checks:
+        lines.append("| (no checks: gate disabled without thresholds) | | | | | |")
+    return lines
+
+
 def render_markdown(gate: dict[str, Any], metrics: dict[str, Any], images: list[str]) -> str:
-    """report.md from gate.json and metrics.json. Deterministic: same input, same text."""
+    """report.md from gate.json and metrics.json. Deterministic: same input, same text.
+
+    Every value that comes from data or configuration (model, class and metric names, labels,
+    notes, the override's reason) is escaped with tfship.mdescape: the text is a comment that
+    GitLab/GitHub render, and a class name is whatever a folder was called.
+    """
     cand, champ = gate["candidate"], gate.get("champion")
-    lines = [MARKER, f"## {gate['model_name']} {_version(cand)}: evaluation", ""]
-    lines.append(HEADLINES[gate["verdict"]] + f" (run mode `{gate['run_mode']}`)")
+    title = f"{md.text(gate['model_name'], 80)} {md.text(_version(cand), 40)}"
+    lines = [MARKER, f"## {title}: evaluation", ""]
+    lines.append(HEADLINES[gate["verdict"]] + f" (run mode {md.code(gate['run_mode'], 20)})")
     lines.append("")
+    note = md.text(gate.get("champion_note") or "", 300)
     if champ:
-        label = f" labelled `{champ['label']}`" if champ.get("label") else ""
-        lines.append(f"Compared with the champion {_version(champ)}{label} on the same test split.")
+        label = f" labelled {md.code(champ['label'], 60)}" if champ.get("label") else ""
+        lines.append(
+            f"Compared with the champion {md.text(_version(champ), 40)}{label} on the same "
+            "test split."
+        )
     elif gate.get("no_repository"):
         lines.append(
-            "**Warning: no model repository configured: change thresholds skipped.** "
-            f"({gate['champion_note']})"
+            f"**Warning: no model repository configured: change thresholds skipped.** ({note})"
         )
     else:
-        lines.append(
-            f"**First run: no champion.** Only absolute thresholds apply. ({gate['champion_note']})"
-        )
-    lines += [
-        "",
-        "| check | candidate | champion | threshold | Δ | result |",
-        "|---|---|---|---|---|---|",
-    ]
-    for c in gate["checks"]:
-        mark = ":white_check_mark:" if c["passed"] else ":x:"
-        lines.append(
-            f"| {c['metric']} ({c['kind']}) | {_num(c['candidate'])} | {_num(c['baseline'])} "
-            f"| {c['threshold']} | {_num(c['delta'], signed=True)} | {mark} |"
-        )
-    if not gate["checks"]:
-        lines.append("| (no checks: gate disabled without thresholds) | | | | | |")
+        lines.append(f"**First run: no champion.** Only absolute thresholds apply. ({note})")
+    lines += ["", *_checks_table(gate["checks"])]
     failed = [c for c in gate["checks"] if not c["passed"]]
     if failed:
         lines += ["", "### Failed checks", ""]
-        lines += [f"- **{c['metric']}** ({c['kind']}): {c['why']}." for c in failed]
+        lines += [
+            f"- **{md.text(c['metric'], 60)}** ({md.text(c['kind'], 20)}): "
+            f"{md.text(c['why'], 300)}."
+            for c in failed
+        ]
     ov = gate.get("override")
     if ov:
         state = "applied" if ov["applied"] else "recorded, not needed"
@@ -99,24 +122,27 @@ def render_markdown(gate: dict[str, Any], metrics: dict[str, Any], images: list[
             "",
             "### Override",
             "",
-            f"{state}: by **{ov['approver']}** ({ov['approver_source']}) at {ov['at']}: "
-            f'"{ov["reason"]}"',
+            f"{state}: by **{md.text(ov['approver'], 60)}** ({md.text(ov['approver_source'], 80)})"
+            f' at {md.text(ov["at"], 40)}: "{md.text(ov["reason"], 500)}"',
         ]
     lines += ["", "<details><summary>Per-class scores and latency</summary>", ""]
     lines += ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-    for name, s in metrics["candidate"]["per_class"].items():
+    per_class = metrics["candidate"]["per_class"]
+    for name, s in list(per_class.items())[:MAX_CLASS_ROWS]:
         lines.append(
-            f"| {name} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} "
+            f"| {md.text(name, 60)} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} "
             f"| {s['support']} |"
         )
+    if len(per_class) > MAX_CLASS_ROWS:
+        lines.append(f"| …and {len(per_class) - MAX_CLASS_ROWS} more in metrics.json | | | | |")
     lines += ["", "| batch size | p50 ms | p95 ms |", "|---|---|---|"]
     for bs, lat in metrics["candidate"]["latency_ms"].items():
-        lines.append(f"| {bs} | {lat['p50']:.2f} | {lat['p95']:.2f} |")
+        lines.append(f"| {md.text(bs, 20)} | {lat['p50']:.2f} | {lat['p95']:.2f} |")
     lines += [
         "",
         f"Test examples: {metrics['test_examples']}; data fingerprint "
-        f"`{metrics['data_fingerprint'][:12]}`; latency measured on {metrics['machine']['cpus']} "
-        "CPU(s) of the CI machine.",
+        f"{md.code(str(metrics['data_fingerprint'])[:12])}; latency measured on "
+        f"{metrics['machine']['cpus']} CPU(s) of the CI machine.",
         "",
         "</details>",
     ]
@@ -124,6 +150,13 @@ def render_markdown(gate: dict[str, Any], metrics: dict[str, Any], images: list[
         lines.append("")
         lines += [f"![{Path(i).stem}]({i})" for i in images]
     return "\n".join(lines) + "\n"
+
+
+def _tick_label(name: str) -> str:
+    # Matplotlib reads "$...$" as mathtext (a malformed one raises and loses the report) and
+    # a long name squeezes the matrix out of its fixed-size image.
+    short = name if len(name) <= _TICK_LABEL_CHARS else name[: _TICK_LABEL_CHARS - 1] + "…"
+    return " ".join(short.split()).replace("$", r"\$")
 
 
 def plot_confusion(confusion: list[list[int]], class_names: list[str], out: Path) -> Path:
@@ -134,6 +167,7 @@ def plot_confusion(confusion: list[list[int]], class_names: list[str], out: Path
     import numpy as np
 
     cm = np.asarray(confusion)
+    class_names = [_tick_label(n) for n in class_names]
     w, h = CONFUSION_SIZE_PX
     fig, ax = plt.subplots(figsize=(w / _DPI, h / _DPI), dpi=_DPI)
     try:
@@ -227,12 +261,14 @@ def run_report(run_dir: RunDir) -> ReportResult:
         curve = plot_training(read_json(run_dir.train_json), ev / TRAINING_PNG)
         if curve is not None:
             images.append(curve)
-    md = render_markdown(gate, metrics, [p.name for p in images])
+    report = render_markdown(gate, metrics, [p.name for p in images])
     # The scan stage runs before evaluate and leaves its own section; one MR comment holds both.
     from tfship.scan import summary_path
 
     scan_summary = summary_path(run_dir)
     if scan_summary.is_file():
-        md = md.rstrip("\n") + "\n\n" + scan_summary.read_text(encoding="utf-8").strip() + "\n"
-    atomic_write_text(ev / "report.md", md)
+        summary = scan_summary.read_text(encoding="utf-8").strip()
+        report = report.rstrip("\n") + "\n\n" + summary + "\n"
+    # The comment is public to everyone who can see the merge request: no credentials in it.
+    atomic_write_text(ev / "report.md", redact_text(report))
     return ReportResult(ev / "report.md", tuple(images), gate["verdict"])

@@ -38,6 +38,7 @@ import tfship
 from tfship import errors
 from tfship.backup.sync import BackupStatus, close_budget
 from tfship.errors import InfraError, TfshipError
+from tfship.redact import format_exception, redact, redact_text, redacting_logs
 
 if TYPE_CHECKING:
     from tfship.config import BackupConfig
@@ -51,7 +52,15 @@ _CLOSE_MARGIN_SECONDS = 10.0
 class BackupAgent:
     """Proxy for the agent process; same calls as `TrainingBackup`."""
 
-    def __init__(self, bcfg: BackupConfig, checkpoint_dir: Path, url: str, *, chief: bool) -> None:
+    def __init__(
+        self,
+        bcfg: BackupConfig,
+        checkpoint_dir: Path,
+        url: str,
+        *,
+        chief: bool,
+        run: dict[str, Any] | None = None,
+    ) -> None:
         self.cfg = bcfg
         self.chief = chief
         self._restored: dict[str, Any] | None = None  # the agent's restore answer, once read
@@ -75,6 +84,7 @@ class BackupAgent:
                 "checkpoint_dir": str(checkpoint_dir),
                 "url": url,
                 "chief": chief,
+                "run": run,  # only this run's generations are restored
                 "log_level": logging.getLogger("tfship").getEffectiveLevel(),
             }
         )
@@ -179,15 +189,19 @@ def main() -> int:
     # a niced process its share, so uploads never starve; at close the trainer only waits).
     with contextlib.suppress(OSError):
         os.nice(10)
+    spec = json.loads(sys.stdin.readline())
+    # Its log lines, warnings and tracebacks reach the job log like the trainer's: redacted.
+    with redacting_logs(verbose=spec.get("log_level", logging.INFO) <= logging.DEBUG):
+        try:
+            return _serve(spec)
+        except Exception as exc:  # printed here, while the redacting hooks are in place
+            print(format_exception(exc), end="", file=sys.stderr)
+            return 1
+
+
+def _serve(spec: dict[str, Any]) -> int:
     from tfship.backup import TrainingBackup
     from tfship.backup.store import open_store
-
-    spec = json.loads(sys.stdin.readline())
-    logging.basicConfig(
-        level=spec.get("log_level", logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
     # Validated by the trainer; importing pydantic and tfship.config here would cost ~0.2 s.
     bcfg: Any = SimpleNamespace(**spec["backup"])
@@ -195,10 +209,17 @@ def main() -> int:
         store = open_store(
             spec["url"], endpoint_url=bcfg.endpoint_url, timeout=bcfg.request_timeout_seconds
         )
-        backup = TrainingBackup(bcfg, Path(spec["checkpoint_dir"]), store, chief=spec["chief"])
+        backup = TrainingBackup(
+            bcfg, Path(spec["checkpoint_dir"]), store, chief=spec["chief"], run=spec.get("run")
+        )
         _write_line(sys.stdout, {"op": "restored", "step": backup.restore()})
     except TfshipError as exc:
-        error = {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}
+        # The trainer raises it again and may record it: no URL credentials in it.
+        error = {
+            "type": type(exc).__name__,
+            "message": redact_text(exc.message),
+            "hint": redact_text(exc.hint) if exc.hint else None,
+        }
         _write_line(sys.stdout, {"op": "error", **error})
         return 1
     for line in sys.stdin:
@@ -210,7 +231,8 @@ def main() -> int:
                 log.warning("checkpoint backup: sync failed: %s", exc)
         elif message["op"] == "close":
             status = backup.close(preempted=bool(message.get("preempted")))
-            _write_line(sys.stdout, {"op": "closed", "status": asdict(status) if status else None})
+            found = redact(asdict(status)) if status else None
+            _write_line(sys.stdout, {"op": "closed", "status": found})
             return 0
     backup.close(preempted=True)  # the trainer is gone without a word
     return 0

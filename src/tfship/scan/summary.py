@@ -10,13 +10,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tfship import mdescape as md
+
 TOP_FINDINGS = 10
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN")
 
 
 def _cell(text: Any, limit: int = 90) -> str:
-    s = " ".join(str(text or "").split()).replace("|", "\\|")
-    return s if len(s) <= limit else s[: limit - 1] + "…"
+    # File paths, titles and reasons come from the scanned project and Trivy's data, and this
+    # section becomes part of the merge-request comment: inert Markdown, credentials masked.
+    return md.text(text or "", limit)
 
 
 def _finding_row(f: dict[str, Any]) -> str:
@@ -28,11 +31,11 @@ def _finding_row(f: dict[str, Any]) -> str:
         what = f"{f['package']} {f.get('installed_version') or ''} → {fix}"
     else:
         what = f.get("title", "")
-    return f"| {f['severity']} | `{_cell(f['id'], 40)}` | {_cell(what)} | {_cell(where, 60)} |"
+    return f"| {f['severity']} | {md.code(f['id'], 40)} | {_cell(what)} | {_cell(where, 60)} |"
 
 
 def _section(rec: dict[str, Any]) -> list[str]:
-    head = f"### `{rec['name']}`: {rec['kind']} scan of `{_cell(rec['target'], 80)}`"
+    head = f"### {md.code(rec['name'])}: {rec['kind']} scan of {md.code(rec['target'], 80)}"
     if rec.get("error"):
         return [head, "", f"**Scanner failed — not a pass.** {_cell(rec['error'], 400)}", ""]
     verdict = "passed: nothing" if rec["passed"] else f"**failed**: {rec['blocking']} finding(s)"
@@ -61,7 +64,7 @@ def _section(rec: dict[str, Any]) -> list[str]:
     if suppressed:
         lines += ["Suppressed by the allowlist:", ""]
         lines += [
-            f"- `{s['finding']['id']}` ({s['finding']['severity']}, "
+            f"- {md.code(s['finding']['id'])} ({s['finding']['severity']}, "
             f"{_cell(s['finding'].get('package') or s['finding']['target'], 50)}) until "
             f"{s['expires']}: {_cell(s['reason'], 200)}"
             for s in suppressed
@@ -71,7 +74,7 @@ def _section(rec: dict[str, Any]) -> list[str]:
     if expired:
         lines += ["**Expired allowlist entries** (no longer suppress anything; renew or fix):", ""]
         lines += [
-            f"- `{e['id']}` expired {e['expired_at']} ({_cell(e['statement'], 120)}); "
+            f"- {md.code(e['id'])} expired {e['expired_at']} ({_cell(e['statement'], 120)}); "
             f"now reported: {e['matched']} finding(s)"
             for e in expired
         ]
@@ -83,7 +86,7 @@ def render_summary(records: list[dict[str, Any]]) -> str:
     if not records:
         return "## Security scan\n\nNo scan was run.\n"
     failed = [r["name"] for r in records if r.get("error") or not r.get("passed")]
-    status = "all scans passed" if not failed else f"failed: {', '.join(failed)}"
+    status = "all scans passed" if not failed else f"failed: {_cell(', '.join(failed), 200)}"
     lines = ["## Security scan", "", f"Trivy scans of this run: {status}.", ""]
     for rec in records:
         lines += _section(rec)
