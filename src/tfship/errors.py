@@ -23,6 +23,8 @@ class ExitCode(IntEnum):
     SCAN_FINDINGS = 10  # security findings at or above the configured severity
     SCANNER = 11  # the scanner itself failed (missing binary, timeout, no DB): never a pass
     NO_CHANGE = 12  # `tfship data changed`: nothing new, skip retraining
+    RESTORE_FAILED = 13  # an action failed AND its undo did not complete: a person must look
+    LOCKED = 14  # another deploy action holds the model repository's lease; nothing changed
     PREEMPTED = 75  # SIGTERM during training: checkpoint saved, relaunch to resume (EX_TEMPFAIL)
 
 
@@ -86,6 +88,23 @@ class NoChange(TfshipError):
     exit_code = ExitCode.NO_CHANGE
 
 
+class RestoreFailed(TfshipError):
+    """A deploy action failed and putting the previous state back did not fully succeed.
+
+    Never exit 9: what the server serves, or what it would load on restart, may not be the old
+    `stable`. The unfinished action stays in the repository's journal (`tfship status`); the
+    next deploy/promote/rollback finishes the undo before it does anything else.
+    """
+
+    exit_code = ExitCode.RESTORE_FAILED
+
+
+class Locked(TfshipError):
+    """Another deploy action holds the model repository's lease; this one changed nothing."""
+
+    exit_code = ExitCode.LOCKED
+
+
 EXIT_CODE_DOC: dict[ExitCode, str] = {
     ExitCode.OK: "success",
     ExitCode.INTERNAL: "unexpected internal error (a bug: report it with the traceback)",
@@ -100,5 +119,7 @@ EXIT_CODE_DOC: dict[ExitCode, str] = {
     ExitCode.SCAN_FINDINGS: "security findings at or above the configured severity",
     ExitCode.SCANNER: "the scanner failed (missing binary, timeout, no vulnerability DB)",
     ExitCode.NO_CHANGE: "no new or changed data: retraining not needed",
+    ExitCode.RESTORE_FAILED: "deploy failed and its undo did not complete; see `tfship status`",
+    ExitCode.LOCKED: "another deploy action holds the repository lease; nothing changed, retry",
     ExitCode.PREEMPTED: "preempted (SIGTERM): checkpoint saved; rerun the same command to resume",
 }

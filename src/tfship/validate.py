@@ -21,6 +21,7 @@ from tfship import env
 from tfship.config import PipelineConfig
 from tfship.errors import InfraError, ModelError
 from tfship.fsutil import atomic_write_json
+from tfship.redact import redact, redact_url
 from tfship.result import to_jsonable
 from tfship.rundir import RunDir
 from tfship.serving import golden
@@ -136,12 +137,15 @@ def run_validate(
     says `failed` / `error` and why.
     """
     export_dir = golden.latest_export(run_dir.export)
-    manifest = golden.read_manifest(export_dir)
+    manifest = golden.check_manifest(
+        golden.read_manifest(export_dir), version=int(export_dir.name), where=str(export_dir)
+    )
     model, version = cfg.project.model_name, int(manifest["version"])
     binary = env.get("TFSHIP_MODEL_SERVER")
     url = server_url or cfg.serving.rest_url
     mode, docker_client = choose(launcher, binary, url)
     server = {"docker": TF_SERVING_IMAGE, "binary": binary, "url": url}.get(mode) or "none"
+    server = redact_url(server) if "://" in server else server
     try:
         fields = _validate_with(
             mode, cfg, export_dir, manifest, model, version, docker_client, binary, url
@@ -149,14 +153,14 @@ def run_validate(
     except (ModelError, InfraError) as exc:
         status = "failed" if isinstance(exc, ModelError) else "error"
         failed = ValidationResult(mode, server, model, version, status, note=str(exc)[:4000])
-        atomic_write_json(run_dir.ensure().validation_json, to_jsonable(failed))
+        atomic_write_json(run_dir.ensure().validation_json, redact(to_jsonable(failed)))
         raise
     check = fields.get("golden")
     status = "failed" if check is not None and not check.ok else "passed"
     result = ValidationResult(
         model=model, version=version, status=status, **{"server": server, **fields}
     )
-    atomic_write_json(run_dir.ensure().validation_json, to_jsonable(result))
+    atomic_write_json(run_dir.ensure().validation_json, redact(to_jsonable(result)))
     if status == "failed":
         raise ModelError(
             f"{model} v{version} served by {result.server} answered the golden "

@@ -49,7 +49,7 @@ import requests
 from tests.integration import serving_exports as se
 from tests.tfserving_standin.fixture import start_model_server
 from tfship.config import load_config
-from tfship.errors import DeployFailed, ExitCode
+from tfship.errors import DeployFailed, ExitCode, InfraError
 from tfship.rundir import RunDir
 from tfship.serving import golden
 from tfship.serving.deploy import run_deploy, run_promote, run_rollback
@@ -310,7 +310,7 @@ def test_retention_keeps_labelled_and_previous_stable_versions(server, exports, 
     assert run_rollback(cfg, exports["v3"]).labels_after == {"canary": 2, "stable": 2}
 
 
-def test_an_unreachable_server_fails_after_bounded_retries_and_changes_nothing(
+def test_an_unreachable_server_fails_after_bounded_retries_as_exit_8_and_changes_nothing(
     exports, tmp_path: Path
 ) -> None:
     with socket.socket() as s:
@@ -329,9 +329,11 @@ def test_an_unreachable_server_fails_after_bounded_retries_and_changes_nothing(
         ],
     )
     t0 = time.monotonic()
-    with pytest.raises(DeployFailed) as err:
+    with pytest.raises(InfraError) as err:
         run_deploy(cfg, exports["v1"])
     assert time.monotonic() - t0 < 30
+    # Not 9: nothing is known to serve `stable`; the server was sent nothing.
+    assert err.value.exit_code == ExitCode.INFRA
     assert f"127.0.0.1:{port}" in str(err.value) and "3 attempt(s)" in str(err.value)
     assert not (tmp_path / "repo" / "models.config").exists()
     assert not (tmp_path / "repo" / "digits" / "1").exists()

@@ -11,7 +11,7 @@ import pytest
 from tfship.config import load_config
 from tfship.errors import DeployFailed, GateFailed, InfraError
 from tfship.rundir import RunDir
-from tfship.serving import deploy
+from tfship.serving import actions
 from tfship.serving.deploy import run_promote, stable_history
 from tfship.serving.deploy_gate import check_gate
 from tfship.serving.models_config import ModelState
@@ -132,11 +132,24 @@ def test_stable_history_pushes_promotions_and_pops_rollbacks() -> None:
 # ---- records inside the transaction, retention after it (offline promote: no server) ----
 
 
+def published(repo: LocalRepository, tmp_path: Path, version: int) -> None:
+    """A version in the repository as publish leaves it: files, manifest, publish record."""
+    src = tmp_path / "src" / str(version)
+    (src / "assets.extra").mkdir(parents=True)
+    (src / "saved_model.pb").write_bytes(b"graph %d" % version)
+    golden = {"inputs": {"pixels": [[0.0]]}, "outputs": {"probabilities": [[1.0]]}}
+    manifest = {"version": version, "signature": {}, "golden": golden}
+    (src / "assets.extra" / "tfship-manifest.json").write_text(json.dumps(manifest))
+    repo.publish("digits", version, src)
+
+
 @pytest.fixture()
 def canary_pending(tmp_path: Path):
     """An offline repository with stable 1 and an unpromoted canary 2 in models.config."""
     cfg = load_config(None, overrides=[f"serving.model_repository={tmp_path / 'repo'}"])
     target = resolve(cfg)
+    for v in (1, 2):
+        published(target.repository, tmp_path, v)
     target.apply(None, ModelState("digits", target.base_path, (1, 2), {"stable": 1, "canary": 2}))
     return cfg, RunDir(tmp_path / "run")
 
@@ -158,7 +171,7 @@ def test_a_deploy_log_that_cannot_take_the_outcome_undoes_the_label_move(
 
     monkeypatch.setattr(LocalRepository, "append_log", ok_records_fail)
     with pytest.raises(DeployFailed, match=r"read-only.*stable still serves 1"):
-        run_promote(cfg, rd, reason="looks fine")
+        run_promote(cfg, rd, reason="looks fine", version=2)
     assert _labels(cfg) == {"canary": 2, "stable": 1}  # no record, so no move
     records = resolve(cfg).repository.read_log("digits")
     assert [(r["action"], r["status"]) for r in records] == [
@@ -179,7 +192,7 @@ def test_a_deploy_log_that_cannot_be_written_stops_before_any_change(
 
     monkeypatch.setattr(LocalRepository, "append_log", unwritable)
     with pytest.raises(InfraError, match="read-only"):
-        run_promote(cfg, rd)
+        run_promote(cfg, rd, version=2)
     assert _labels(cfg) == {"canary": 2, "stable": 1}
 
 
@@ -191,8 +204,8 @@ def test_a_retention_failure_after_a_promote_is_a_warning_not_a_failed_promote(
     def broken_retention(*args, **kwargs):
         raise InfraError("object store timed out")
 
-    monkeypatch.setattr(deploy, "apply_retention", broken_retention)
-    result = run_promote(cfg, rd, reason="canary healthy")
+    monkeypatch.setattr(actions, "apply_retention", broken_retention)
+    result = run_promote(cfg, rd, reason="canary healthy", version=2)
     assert result.status == "ok" and _labels(cfg) == {"canary": 2, "stable": 2}
     assert len(result.warnings) == 1 and "object store timed out" in result.warnings[0]
     assert "WARNING" in result.render_text()

@@ -71,3 +71,45 @@ def test_a_latest_policy_is_refused_because_tfship_pins_versions() -> None:
 def test_a_malformed_file_is_a_config_error_naming_it() -> None:
     with pytest.raises(ConfigError, match=r"models\.config is not a valid"):
         models_config.parse("model_config_list { nonsense }")
+
+
+# A models.config edited by hand: what TF Serving would refuse is a ConfigError naming the file
+# (exit 3), never a crash (before: ValueError, exit 1).
+BROKEN_ENTRIES = [
+    (
+        "a label on a version it does not load",
+        'config { name: "d" base_path: "/b/d" model_version_policy { specific { versions: 1 } } '
+        'version_labels { key: "stable" value: 2 } }',
+        "only routes a label",
+    ),
+    (
+        "a negative version",
+        'config { name: "d" base_path: "/b/d" model_version_policy { specific { versions: -5 } } }',
+        "negative version",
+    ),
+    (
+        "two entries of the same model",
+        'config { name: "d" base_path: "/b/d" } config { name: "d" base_path: "/c/d" }',
+        "2 entries named 'd'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "entries", "message"), BROKEN_ENTRIES, ids=[w for w, _, _ in BROKEN_ENTRIES]
+)
+def test_an_entry_tf_serving_would_refuse_is_a_config_error_naming_the_file(
+    what: str, entries: str, message: str
+) -> None:
+    cfg = models_config.parse(f"model_config_list {{ {entries} }}")
+    with pytest.raises(ConfigError, match=message) as err:
+        models_config.model_state(cfg, "d", origin="/repo/models.config")
+    assert "/repo/models.config" in str(err.value)
+
+
+def test_removing_a_model_keeps_the_others_in_order() -> None:
+    cfg = models_config.parse(OTHER)
+    cfg = models_config.with_model(cfg, ModelState("d", "/b/d", (1,), {"stable": 1}))
+    out = models_config.without_model(cfg, "d")
+    assert [c.name for c in out.model_config_list.config] == ["other"]
+    assert models_config.without_model(None, "d").HasField("model_config_list")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 
 from tests.helpers.moto import AWS_TEST_ENV, moto_fixture
 from tfship.errors import ExitCode, InfraError
+from tfship.serving.deploy_log import log_record
 from tfship.serving.repository import READY_FILE, VersionConflict, local_manifest
 from tfship.serving.repository_local import LocalRepository
 from tfship.serving.repository_s3 import S3Repository
@@ -27,6 +30,11 @@ def fake_savedmodel(path: Path, seed: int = 0, mb: float = 0.2) -> Path:
     return path
 
 
+def rec(n: int, **more) -> dict:
+    """A deploy-log record as tfship writes one (the log refuses anything else)."""
+    return log_record("deploy", "digits", status="ok", id=f"op{n}", n=n, **more)
+
+
 def test_publish_makes_the_version_visible_with_identical_files(tmp_path: Path) -> None:
     src = fake_savedmodel(tmp_path / "export" / "1")
     repo = LocalRepository(tmp_path / "repo")
@@ -34,7 +42,8 @@ def test_publish_makes_the_version_visible_with_identical_files(tmp_path: Path) 
     assert result.status == "published" and result.files == 4
     assert repo.versions("digits") == [1]
     assert local_manifest(tmp_path / "repo" / "digits" / "1") == local_manifest(src)
-    assert [p.name for p in (tmp_path / "repo" / "digits").iterdir()] == ["1"]  # no temp left
+    assert repo.leftovers("digits") == []  # no temporary copy left
+    assert repo.version_record("digits", 1) == (local_manifest(src), [])
 
 
 def test_republishing_the_same_model_is_a_no_op(tmp_path: Path) -> None:
@@ -67,13 +76,14 @@ def test_delete_hides_the_version_before_removing_it(tmp_path: Path) -> None:
     repo.publish("digits", 1, fake_savedmodel(tmp_path / "a"))
     repo.delete_version("digits", 1)
     assert repo.versions("digits") == []
-    assert not any((tmp_path / "repo" / "digits").iterdir())
+    assert [p.name for p in (tmp_path / "repo" / "digits").iterdir()] == [".tfship"]
+    assert repo.version_record("digits", 1)[0] is None  # its publish record went with it
 
 
 def test_deploy_log_is_append_only_json_lines(tmp_path: Path) -> None:
     repo = LocalRepository(tmp_path / "repo")
     threads = [
-        threading.Thread(target=repo.append_log, args=("digits", {"n": i, "pad": "x" * 5000}))
+        threading.Thread(target=repo.append_log, args=("digits", rec(i, pad="x" * 5000)))
         for i in range(20)
     ]
     for t in threads:
@@ -143,7 +153,7 @@ def test_a_poller_never_sees_a_partial_version_while_publishing_concurrently(
     assert not errors
     assert bad == []
     assert repo.versions("digits") == [*range(1, 31), 99]
-    assert not [p for p in model_dir.iterdir() if not p.name.isdigit()]
+    assert repo.leftovers("digits") == []
 
 
 # ---- S3 (moto_server on 127.0.0.1) -----------------------------------------------------------
@@ -172,8 +182,8 @@ def test_s3_publish_is_verified_and_idempotent(s3_repo: S3Repository, tmp_path: 
     assert s3_repo.publish("digits", 1, src).status == "unchanged"
     with pytest.raises(VersionConflict):
         s3_repo.publish("digits", 1, fake_savedmodel(tmp_path / "b", seed=2))
-    s3_repo.append_log("digits", {"n": 1})
-    s3_repo.append_log("digits", {"n": 2})
+    s3_repo.append_log("digits", rec(1))
+    s3_repo.append_log("digits", rec(2))
     assert [r["n"] for r in s3_repo.read_log("digits")] == [1, 2]
     s3_repo.write_text("models.config", "x")
     assert s3_repo.read_text("models.config") == "x"
@@ -257,7 +267,7 @@ class _Refusing:
         lambda r: r._sha256("serving/digits/1/saved_model.pb"),
         lambda r: r.read_text("models.config"),
         lambda r: r.read_log("digits"),
-        lambda r: r.append_log("digits", {"n": 1}),
+        lambda r: r.append_log("digits", rec(1)),
     ],
     ids=["sha256", "read_text", "read_log", "append_log"],
 )
@@ -276,3 +286,265 @@ def test_open_repository_rejects_unknown_schemes() -> None:
     with pytest.raises(InfraError, match="unsupported scheme"):
         open_repository("gs://bucket/models")
     assert isinstance(open_repository("models"), LocalRepository)
+
+
+# ---- what a killed or concurrent writer leaves (issue 13 §4) ---------------------------------
+
+
+def test_a_record_appended_after_a_torn_line_starts_on_its_own_line(tmp_path: Path) -> None:
+    repo = LocalRepository(tmp_path / "repo")
+    repo.append_log("digits", rec(1))
+    log = tmp_path / "repo" / "digits" / ".tfship" / "deploy-log.jsonl"
+    with log.open("ab") as fh:  # a writer killed in the middle of its write()
+        fh.write(b'{"action": "deploy", "model": "dig')
+    repo.append_log("digits", rec(2))
+    records, problems = repo.read_log_checked("digits")
+    assert [r["n"] for r in records] == [1, 2]
+    assert len(problems) == 1 and "deploy-log.jsonl:2" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "counted"),
+    [("12", True), ("١٢", False), ("9" * 20, False), ("-5", False), ("0012", True)],
+    ids=["ascii digits", "arabic-indic digits", "beyond int64", "negative", "leading zeros"],
+)
+def test_only_names_tf_serving_takes_for_versions_are_versions(
+    tmp_path: Path, name: str, counted: bool
+) -> None:
+    repo = LocalRepository(tmp_path / "repo")
+    (tmp_path / "repo" / "digits" / name).mkdir(parents=True)
+    assert repo.versions("digits") == ([12] if counted else [])
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["not json", '{"format": "tfship-version-record/1"}', "the record of another version"],
+)
+def test_a_damaged_publish_record_is_reported_never_trusted(tmp_path: Path, damage: str) -> None:
+    repo = LocalRepository(tmp_path / "repo")
+    repo.publish("digits", 1, fake_savedmodel(tmp_path / "a"))
+    repo.publish("digits", 2, fake_savedmodel(tmp_path / "b", seed=2))
+    record = tmp_path / "repo" / "digits" / ".tfship" / "versions" / "1.json"
+    if damage == "the record of another version":
+        record.write_bytes(record.with_name("2.json").read_bytes())
+    else:
+        record.write_text(damage)
+    manifest, problems = repo.version_record("digits", 1)
+    assert manifest is None and problems
+
+
+# ---- the repository lease ------------------------------------------------------------------
+
+
+def _hand_written_lease(root: Path, **changes) -> None:
+    import json
+    import time
+
+    doc = {
+        "format": "tfship-lease/1",
+        "id": "0123456789abcdef",
+        "action": "deploy",
+        "model": "digits",
+        "version": 7,
+        "acquired_at": time.time() - 10,
+        "expires_at": time.time() + 600,
+        "holder": {"who": "alice", "machine": "elsewhere", "pid": 1, "pipeline_url": None},
+    }
+    holder = changes.pop("holder", {})
+    doc.update(changes)
+    doc["holder"].update(holder)
+    (root / ".tfship").mkdir(parents=True, exist_ok=True)
+    (root / ".tfship" / "lease.json").write_text(json.dumps(doc))
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+# (what an earlier holder left) -> may a new action take the lease at once?
+LEFT_LEASES = [
+    ("expired lease of another machine", lambda: {"expires_at": 1.0}, True),
+    (
+        "lease of a process on this machine that was killed",
+        lambda: {"holder": {"pid": _dead_pid()}},
+        True,
+    ),
+    ("released lease", lambda: {"released": True}, True),
+    ("damaged lease file", None, True),
+    ("live lease of another machine", lambda: {}, False),
+    ("live lease of a running process here", lambda: {"holder": {"pid": os.getpid()}}, False),
+]
+
+
+@pytest.mark.parametrize(("left", "changes", "free"), LEFT_LEASES, ids=[x[0] for x in LEFT_LEASES])
+def test_a_stale_lease_is_taken_over_and_a_live_one_is_respected(
+    tmp_path: Path, left: str, changes, free: bool
+) -> None:
+    from tfship.errors import Locked
+    from tfship.serving import lease
+
+    root = tmp_path / "repo"
+    if changes is None:
+        (root / ".tfship").mkdir(parents=True)
+        (root / ".tfship" / "lease.json").write_text('{"format": "tfship-lea')
+    else:
+        extra = changes()
+        if "holder" in extra and extra["holder"].get("pid"):
+            extra["holder"]["machine"] = lease.machine_id()
+        _hand_written_lease(root, **extra)
+    repo = LocalRepository(root)
+    if free:
+        held = lease.acquire(repo, action="rollback", model="digits", version=1, wait=0)
+        assert lease.read(repo).state == "held"
+        held.release()
+        assert lease.read(repo).state == "released"
+    else:
+        with pytest.raises(Locked) as err:
+            lease.acquire(repo, action="rollback", model="digits", version=1, wait=0.2)
+        assert err.value.exit_code == ExitCode.LOCKED and "alice" in str(err.value)
+
+
+def test_a_holder_that_lost_its_lease_stops_and_never_overwrites_the_next_holder(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    from tfship.errors import Locked
+    from tfship.serving import lease
+
+    repo = LocalRepository(tmp_path / "repo")
+    stalled = lease.acquire(repo, action="deploy", model="digits", version=2, wait=0, ttl=0.3)
+    stalled._stop.set()  # its heartbeat stops, as in a process paused for too long
+    time.sleep(0.5)
+    successor = lease.acquire(repo, action="rollback", model="digits", version=1, wait=0)
+    with pytest.raises(Locked, match="lost"):
+        stalled.check()
+    assert not stalled.renew()
+    stalled.release()  # must not release the successor's lease
+    assert lease.read(repo).state == "held" and successor.doc["action"] == "rollback"
+    successor.release()
+
+
+def test_two_racing_acquirers_never_both_hold_the_lease(tmp_path: Path) -> None:
+    from tfship.errors import Locked
+    from tfship.serving import lease
+
+    repo = LocalRepository(tmp_path / "repo")
+    _hand_written_lease(tmp_path / "repo", expires_at=1.0)  # stale: both race to take it over
+    winners: list[object] = []
+    barrier = threading.Barrier(8)
+
+    def race() -> None:
+        barrier.wait()
+        with contextlib.suppress(Locked):
+            winners.append(lease.acquire(repo, action="deploy", model="d", version=1, wait=0))
+
+    threads = [threading.Thread(target=race) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+    winners[0].release()
+
+
+@pytest.mark.integration
+def test_s3_conditional_writes_give_the_lease_one_holder_at_a_time(s3_repo: S3Repository) -> None:
+    """moto 5.2.1 honours PUT If-None-Match: * and If-Match (as AWS S3 and MinIO do)."""
+    from tfship.errors import Locked
+    from tfship.serving import lease
+
+    token = s3_repo.create_meta(".tfship/x.json", "a")
+    assert token and s3_repo.create_meta(".tfship/x.json", "b") is None
+    assert s3_repo.replace_meta(".tfship/x.json", "stale-etag", "c") is None
+    assert s3_repo.replace_meta(".tfship/x.json", token, "d") is not None
+    assert s3_repo.read_meta(".tfship/x.json")[0] == "d"
+
+    first = lease.acquire(s3_repo, action="deploy", model="digits", version=2, wait=0)
+    with pytest.raises(Locked):
+        lease.acquire(s3_repo, action="deploy", model="digits", version=3, wait=0.2)
+    first.release()
+    lease.acquire(s3_repo, action="deploy", model="digits", version=3, wait=0).release()
+
+
+@pytest.mark.integration
+def test_s3_a_damaged_deploy_log_object_is_skipped_and_reported(s3_repo: S3Repository) -> None:
+    s3_repo.append_log("digits", rec(1))
+    key = s3_repo._key("digits", ".tfship", "deploy-log", "00000000000000000001-torn.json")
+    s3_repo.s3.put_object(Bucket=s3_repo.bucket, Key=key, Body=b'{"action": "dep')
+    s3_repo.append_log("digits", rec(2))
+    records, problems = s3_repo.read_log_checked("digits")
+    assert [r["n"] for r in records] == [1, 2] and len(problems) == 1
+
+
+_KILL_MID_COPY = r"""
+import json, os, signal, sys
+from pathlib import Path
+from tfship.config import load_config
+from tfship.rundir import RunDir
+from tfship.serving import repository_s3
+
+spec = json.loads(sys.argv[1])
+copies = []
+orig = repository_s3.S3Repository._call
+
+def call(self, what, fn, **kw):
+    if what == "copy":
+        copies.append(kw["Key"])
+        if len(copies) == 3:  # some files of the version copied, saved_model.pb not yet
+            os.kill(os.getpid(), signal.SIGKILL)
+    return orig(self, what, fn, **kw)
+
+repository_s3.S3Repository._call = call
+from tfship.serving.deploy import run_publish
+run_publish(load_config(None, overrides=spec["overrides"]), RunDir(Path(spec["run_dir"])))
+"""
+
+
+@pytest.mark.integration
+def test_s3_a_publish_killed_mid_copy_is_cleaned_up_by_the_next_action(
+    s3_repo: S3Repository, moto_endpoint: str, tmp_path: Path
+) -> None:
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from tfship.config import load_config
+    from tfship.rundir import RunDir
+    from tfship.serving.deploy import run_publish
+    from tfship.serving.status import run_status
+
+    run = RunDir(tmp_path / "run")
+    export = fake_savedmodel(run.export / "2")
+    golden = {"inputs": {"pixels": [[0.0]]}, "outputs": {"probabilities": [[1.0]]}}
+    manifest = {"version": 2, "signature": {}, "golden": golden}
+    (export / "assets.extra" / "tfship-manifest.json").write_text(json.dumps(manifest))
+    overrides = [
+        f"serving.model_repository={s3_repo.url}",
+        f"serving.s3_endpoint_url={moto_endpoint}",
+        "serving.allow_ungated=true",
+    ]
+    spec = json.dumps({"overrides": overrides, "run_dir": str(run.root)})
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_MID_COPY, spec],
+        env={**os.environ, **AWS_TEST_ENV},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    cfg = load_config(None, overrides=overrides)
+    assert not s3_repo.is_complete("digits", 2)  # never loadable: saved_model.pb comes last
+    status = run_status(cfg)
+    assert status.unfinished is not None and status.temporary
+
+    result = run_publish(cfg, run)
+    assert result.recovered and result.status == "ok"
+    assert s3_repo.version_manifest("digits", 2) == local_manifest(export)
+    assert s3_repo.leftovers("digits") == [] and run_status(cfg).unfinished is None

@@ -18,6 +18,7 @@ def _handle(args: argparse.Namespace) -> DeployResult:
         reason=args.reason,
         allow_ungated=args.allow_ungated,
         promote=args.promote,
+        lease_wait=args.lease_wait,
     )
 
 
@@ -31,4 +32,5 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     _serving_flags.add_reason(p)
     _serving_flags.add_allow_ungated(p)
     p.add_argument("--promote", action="store_true", help="also move stable to it (one step)")
+    _serving_flags.add_lease_wait(p)
     p.set_defaults(handler=_handle)

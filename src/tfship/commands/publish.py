@@ -11,7 +11,9 @@ def _handle(args: argparse.Namespace) -> DeployResult:
     from tfship.serving.deploy import run_publish
 
     cfg, run_dir = load(args)
-    return run_publish(cfg, run_dir, to=args.to, allow_ungated=args.allow_ungated)
+    return run_publish(
+        cfg, run_dir, to=args.to, allow_ungated=args.allow_ungated, lease_wait=args.lease_wait
+    )
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -22,4 +24,5 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     _serving_flags.add_target(p)
     _serving_flags.add_allow_ungated(p)
+    _serving_flags.add_lease_wait(p)
     p.set_defaults(handler=_handle)

@@ -11,7 +11,14 @@ def _handle(args: argparse.Namespace) -> DeployResult:
     from tfship.serving.deploy import run_rollback
 
     cfg, run_dir = load(args)
-    return run_rollback(cfg, run_dir, to=args.to, reason=args.reason)
+    return run_rollback(
+        cfg,
+        run_dir,
+        to=args.to,
+        reason=args.reason,
+        version=args.version,
+        lease_wait=args.lease_wait,
+    )
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -20,4 +27,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     _serving_flags.add_target(p)
     _serving_flags.add_reason(p)
+    _serving_flags.add_version(
+        p,
+        "roll back to this version (default: the previous stable from the deploy log); it is "
+        "checked from the model repository before any label moves",
+    )
+    _serving_flags.add_lease_wait(p)
     p.set_defaults(handler=_handle)

@@ -2,7 +2,8 @@
 `PredictionService` / `ModelService` (from tensorflow-serving-api).
 
 Every call has a timeout; connection failures are retried a bounded number of times with
-exponential backoff; errors name the URL and what to check. Readiness is polled against a
+exponential backoff; errors name the URL (credentials masked: `tfship.redact`) and what to
+check. Readiness is polled against a
 deadline, since `HandleReloadConfigRequest` returns before new versions are loaded.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 import requests
 
 from tfship.errors import InfraError
+from tfship.redact import redact_text, redact_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,6 +57,7 @@ class ServingClient:
     ) -> None:
         self.model = model
         self.rest_url = rest_url.rstrip("/") if rest_url else None
+        self.shown_url = redact_url(self.rest_url) if self.rest_url else None  # for messages
         self.grpc_target = grpc_target
         self.timeout = timeout
         self.retries = retries
@@ -81,7 +84,7 @@ class ServingClient:
                 if attempt >= self.retries:
                     raise InfraError(
                         f"{what} {where} failed after {attempt + 1} attempt(s): "
-                        f"{type(exc).__name__}: {str(exc)[:300]}",
+                        f"{type(exc).__name__}: {redact_text(str(exc))[:300]}",
                         hint=hint,
                     ) from exc
                 delay = self.backoff * (2**attempt)
@@ -97,6 +100,7 @@ class ServingClient:
                 "environment's rest_url in pipeline.yaml",
             )
         url = f"{self.rest_url}{path}"
+        shown = f"{self.shown_url}{path}"
 
         def call() -> Any:
             resp = self._session.request(method, url, json=body, timeout=timeout or self.timeout)
@@ -109,20 +113,20 @@ class ServingClient:
             if resp.status_code >= 400:
                 err = data.get("error", str(data)) if isinstance(data, dict) else str(data)
                 raise ServerAnswered(
-                    f"{method} {url} -> HTTP {resp.status_code}: {err}",
+                    f"{method} {shown} -> HTTP {resp.status_code}: {redact_text(str(err))}",
                     status=resp.status_code,
                     error=err,
                     hint="check the model name, version/label and request against "
-                    f"`GET {self.rest_url}/v1/models/{self.model}/metadata`",
+                    f"`GET {self.shown_url}/v1/models/{self.model}/metadata`",
                 )
             return data
 
         return self._retrying(
             method,
-            url,
+            shown,
             call,
             lambda e: isinstance(e, requests.ConnectionError | requests.Timeout),
-            hint=f"is TF Serving running and reachable at {self.rest_url} (--rest_api_port)? "
+            hint=f"is TF Serving running and reachable at {self.shown_url} (--rest_api_port)? "
             "check the URL, network policy and the server's logs",
         )
 
@@ -256,7 +260,7 @@ class ServingClient:
             if time.monotonic() - t0 > deadline:
                 seen = {v: s.state for v, s in sorted(last.items())}
                 raise InfraError(
-                    f"{self.rest_url}/v1/models/{self.model}: versions {sorted(want)} "
+                    f"{self.shown_url}/v1/models/{self.model}: versions {sorted(want)} "
                     f"not AVAILABLE after {deadline:.0f}s (server reports {seen or 'no versions'})",
                     hint="check the server can read the model repository (base_path in "
                     "models.config) and its logs; raise serving.load_deadline_seconds "

@@ -60,11 +60,23 @@ def render(cfg: model_server_config_pb2.ModelServerConfig) -> str:
     return text_format.MessageToString(cfg)
 
 
-def model_state(cfg: model_server_config_pb2.ModelServerConfig, name: str) -> ModelState | None:
-    """tfship's view of one model's entry, or None when the config has no such model."""
-    for entry in cfg.model_config_list.config:
-        if entry.name != name:
-            continue
+def model_state(
+    cfg: model_server_config_pb2.ModelServerConfig, name: str, *, origin: str = "models.config"
+) -> ModelState | None:
+    """tfship's view of one model's entry, or None when the config has no such model.
+
+    An entry TF Serving would refuse (a second entry of the same name, a version outside
+    int64's positive range, a label on a version it does not load) is a ConfigError naming it,
+    never a crash: the file may have been edited by hand.
+    """
+    entries = [e for e in cfg.model_config_list.config if e.name == name]
+    if len(entries) > 1:
+        raise ConfigError(
+            f"{origin} has {len(entries)} entries named '{name}'; TF Serving refuses the whole "
+            "file",
+            hint="keep one entry per model name (tfship rewrites its own on the next deploy)",
+        )
+    for entry in entries:
         policy = entry.model_version_policy
         kind = policy.WhichOneof("policy_choice")
         if kind not in (None, "specific"):
@@ -74,8 +86,32 @@ def model_state(cfg: model_server_config_pb2.ModelServerConfig, name: str) -> Mo
                 hint="replace the policy with `specific { versions: ... }` or remove the entry",
             )
         versions = tuple(policy.specific.versions) if kind == "specific" else ()
-        return ModelState(name, entry.base_path, versions, dict(entry.version_labels))
+        try:
+            if any(v < 0 for v in versions):
+                raise ValueError(f"negative version in {list(versions)}")
+            return ModelState(name, entry.base_path, versions, dict(entry.version_labels))
+        except ValueError as exc:
+            raise ConfigError(
+                f"{origin}: the entry for '{name}' is not one TF Serving can serve: {exc}",
+                hint="fix or remove the entry by hand; `tfship status` shows the labels the "
+                "deploy log recorded last",
+            ) from exc
     return None
+
+
+def without_model(
+    cfg: model_server_config_pb2.ModelServerConfig | None, name: str
+) -> model_server_config_pb2.ModelServerConfig:
+    """A copy of `cfg` without the entry for `name` (others kept in order)."""
+    out = model_server_config_pb2.ModelServerConfig()
+    if cfg is not None:
+        out.CopyFrom(cfg)
+    entries = out.model_config_list.config
+    for i in reversed(range(len(entries))):
+        if entries[i].name == name:
+            del entries[i]
+    out.model_config_list.SetInParent()
+    return out
 
 
 def with_model(

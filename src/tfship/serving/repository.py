@@ -10,24 +10,47 @@ complete (tensorflow/serving#1086), so a version becomes visible only once it is
 
 This module holds what both share: the publish protocol (`ModelRepository.publish`), file
 manifests, and `open_repository`. Next to the versions, `<base>/<model>/.tfship/` holds tfship's
-own records (an append-only deploy log, see `deploy_log`); TF Serving ignores non-numeric names.
+own records (an append-only deploy log, see `deploy_log`; `versions/<v>.json`, the size and
+sha256 of every file of a published version, written before it becomes visible); TF Serving
+ignores non-numeric names. `<base>/.tfship/` holds the repository's lease and journal (`lease`,
+`journal`); the lease is written with the conditional operations `create_meta` /
+`replace_meta` (local: link(2), compare-and-swap under flock; S3: PUT If-None-Match / If-Match).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tfship.errors import DeployFailed, InfraError
+from tfship.redact import redact
+from tfship.serving import deploy_log, schema
 
+log = logging.getLogger(__name__)
 TMP_PREFIX = ".tfship-tmp-"
 META_DIR = ".tfship"
 READY_FILE = "saved_model.pb"
 CHUNK = 1 << 20
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def version_number(name: str) -> int | None:
+    """TF Serving's rule for a version directory: ASCII digits that fit an int64, else None.
+
+    (`str.isdigit` also accepts other scripts' digits, which TF Serving never loads.)
+    """
+    if not _DIGITS.fullmatch(name):
+        return None
+    value = int(name)
+    return value if value <= schema.INT64_MAX else None
+
 
 # name -> (size, sha256)
 FileManifest = dict[str, tuple[int, str]]
@@ -91,6 +114,17 @@ class ModelRepository:
     def versions(self, model: str) -> list[int]:
         raise NotImplementedError
 
+    def leftovers(self, model: str) -> list[str]:
+        """Temporary names (`.tfship-tmp-*`) under the model: copies a killed action left."""
+        raise NotImplementedError
+
+    def discard_leftovers(self, model: str) -> list[str]:
+        """Remove every leftover; only a lease holder may call this (no publish in flight)."""
+        names = self.leftovers(model)
+        for name in names:
+            self._discard_tmp(model, name)
+        return names
+
     def version_manifest(self, model: str, version: int) -> FileManifest:
         raise NotImplementedError
 
@@ -116,8 +150,13 @@ class ModelRepository:
     def _discard_tmp(self, model: str, tmp: str) -> None:
         raise NotImplementedError
 
-    def delete_version(self, model: str, version: int) -> None:
+    def _delete_files(self, model: str, version: int) -> None:
         raise NotImplementedError
+
+    def delete_version(self, model: str, version: int) -> None:
+        """Unpublish: hide the version from TF Serving, remove it, then its publish record."""
+        self._delete_files(model, version)
+        self.delete_text(self._record_path(model, version))
 
     def read_text(self, relpath: str) -> str | None:
         raise NotImplementedError
@@ -126,11 +165,73 @@ class ModelRepository:
         """Atomic: readers see the old content or the new, never a mix."""
         raise NotImplementedError
 
-    def append_log(self, model: str, record: dict[str, Any]) -> None:
+    def delete_text(self, relpath: str) -> None:
+        """Remove a file/object; absent is fine."""
         raise NotImplementedError
 
-    def read_log(self, model: str) -> list[dict[str, Any]]:
+    # ---- conditional writes (lease): `token` identifies the content that was read ------------
+    def read_meta(self, relpath: str) -> tuple[str, str] | None:
+        """(text, token) or None when absent; the token changes whenever the content does."""
         raise NotImplementedError
+
+    def create_meta(self, relpath: str, text: str) -> str | None:
+        """Create only if absent (atomically, fully written): its token, or None if it exists."""
+        raise NotImplementedError
+
+    def replace_meta(self, relpath: str, token: str, text: str) -> str | None:
+        """Replace only if it still has `token`: the new token, or None when it changed."""
+        raise NotImplementedError
+
+    # ---- deploy log ---------------------------------------------------------------------------
+    def _append_raw(self, model: str, text: str) -> None:
+        raise NotImplementedError
+
+    def _raw_log(self, model: str) -> list[tuple[str, str]]:
+        """(where, text) of every record in order; text may be damaged."""
+        raise NotImplementedError
+
+    def append_log(self, model: str, record: dict[str, Any]) -> None:
+        """Append one record, credentials masked; a record tfship would not read back is a bug."""
+        record = redact(json.loads(json.dumps(record, default=str)))
+        bad = schema.problems("log-record", record)
+        if bad:
+            raise ValueError(f"deploy-log record does not match its schema: {bad}")
+        self._append_raw(model, json.dumps(record, sort_keys=True))
+
+    def read_log_checked(self, model: str) -> tuple[list[dict[str, Any]], list[str]]:
+        """(valid records in order, problems): damaged records are skipped, never fatal."""
+        return deploy_log.parse(self._raw_log(model))
+
+    def read_log(self, model: str) -> list[dict[str, Any]]:
+        records, problems = self.read_log_checked(model)
+        for p in problems:
+            log.warning("deploy log of %s: skipped a damaged record: %s", model, p)
+        return records
+
+    # ---- publish records ----------------------------------------------------------------------
+    def _record_path(self, model: str, version: int) -> str:
+        return f"{model}/{META_DIR}/versions/{version}.json"
+
+    def version_record(self, model: str, version: int) -> tuple[FileManifest | None, list[str]]:
+        """The files `version` was published with, or (None, why not)."""
+        text = self.read_text(self._record_path(model, version))
+        if text is None:
+            return None, [f"no publish record {self._record_path(model, version)}"]
+        doc, bad = schema.loads("version-record", text)
+        if doc is None:
+            return None, bad
+        if doc["version"] != version or doc["model"] != model:
+            return None, [f"the record names {doc['model']} v{doc['version']}"]
+        return {k: (int(v[0]), str(v[1])) for k, v in doc["files"].items()}, []
+
+    def _write_record(self, model: str, version: int, manifest: FileManifest) -> None:
+        doc = {
+            "format": "tfship-version-record/1",
+            "model": model,
+            "version": version,
+            "files": {k: [size, sha] for k, (size, sha) in sorted(manifest.items())},
+        }
+        self.write_text(self._record_path(model, version), json.dumps(doc, indent=1) + "\n")
 
     def location(self, model: str, version: int | None = None) -> str:
         base = f"{self.url.rstrip('/')}/{model}"
@@ -165,7 +266,14 @@ class ModelRepository:
                 round(time.monotonic() - t0, 3),
             )
 
+        if version_number(str(version)) is None:
+            raise DeployFailed(
+                f"version {version} is not a TF Serving version number (0 .. 2**63-1)",
+                hint="export under a positive version number",
+            )
         if self._same_or_conflict(model, version, expected):
+            if self.version_record(model, version)[0] != expected:
+                self._write_record(model, version, expected)  # published before records existed
             return result("unchanged")
         tmp = self._upload_tmp(model, version, export_dir)
         try:
@@ -176,6 +284,8 @@ class ModelRepository:
                     f"({manifest_diff(expected, got)})",
                     hint="check free space / object-store health and publish again",
                 )
+            # The record first: a visible version always has one to be checked against.
+            self._write_record(model, version, expected)
             lost_race = not self._make_visible(model, version, tmp, expected)
             if lost_race and self._same_or_conflict(model, version, expected):
                 return result("unchanged")

@@ -1,15 +1,21 @@
-"""Model repository on a local (or mounted) filesystem: publish by rename(2)."""
+"""Model repository on a local (or mounted) filesystem: publish by rename(2).
+
+Conditional writes for the lease: create by link(2) of a fully written file (fails if the name
+exists, also over NFS), compare-and-swap under an flock(2) on a mutex file
+next to it (released by the kernel when its holder dies, so it never goes stale).
+"""
 
 from __future__ import annotations
 
-import json
+import contextlib
+import fcntl
+import hashlib
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from tfship.artifacts import numeric_versions
 from tfship.errors import ModelError
 from tfship.fsutil import atomic_write_text
 from tfship.serving.repository import (
@@ -19,7 +25,16 @@ from tfship.serving.repository import (
     FileManifest,
     ModelRepository,
     local_manifest,
+    version_number,
 )
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class LocalRepository(ModelRepository):
@@ -31,7 +46,17 @@ class LocalRepository(ModelRepository):
         return self.root / model
 
     def versions(self, model: str) -> list[int]:
-        return numeric_versions(self._model_dir(model))
+        root = self._model_dir(model)
+        if not root.is_dir():
+            return []
+        found = ((version_number(p.name), p) for p in root.iterdir())
+        return sorted(v for v, p in found if v is not None and p.is_dir())
+
+    def leftovers(self, model: str) -> list[str]:
+        root = self._model_dir(model)
+        if not root.is_dir():
+            return []
+        return sorted(p.name for p in root.iterdir() if p.name.startswith(TMP_PREFIX))
 
     def is_complete(self, model: str, version: int) -> bool:
         return (self._model_dir(model) / str(version) / READY_FILE).is_file()
@@ -77,17 +102,17 @@ class LocalRepository(ModelRepository):
             if final.exists():
                 return False
             raise
-        fd = os.open(self._model_dir(model), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_dir(self._model_dir(model))
         return True
 
     def _discard_tmp(self, model: str, tmp: str) -> None:
-        shutil.rmtree(self._model_dir(model) / tmp, ignore_errors=True)
+        path = self._model_dir(model) / tmp
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
-    def delete_version(self, model: str, version: int) -> None:
+    def _delete_files(self, model: str, version: int) -> None:
         final = self._model_dir(model) / str(version)
         if not final.exists():
             return
@@ -103,23 +128,78 @@ class LocalRepository(ModelRepository):
     def write_text(self, relpath: str, text: str) -> None:
         atomic_write_text(self.root / relpath, text)
 
+    def delete_text(self, relpath: str) -> None:
+        path = self.root / relpath
+        if path.exists():
+            path.unlink()
+            _fsync_dir(path.parent)
+
+    # ---- conditional writes ---------------------------------------------------------------
+    def read_meta(self, relpath: str) -> tuple[str, str] | None:
+        try:
+            data = (self.root / relpath).read_bytes()
+        except FileNotFoundError:
+            return None
+        return data.decode("utf-8", errors="replace"), hashlib.sha256(data).hexdigest()
+
+    def create_meta(self, relpath: str, text: str) -> str | None:
+        path = self.root / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+        with tmp.open("wb") as fh:
+            fh.write(text.encode("utf-8"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)  # atomic, and only if the name is free: never a torn lease
+        except FileExistsError:
+            return None
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    @contextlib.contextmanager
+    def _mutex(self, path: Path) -> Iterator[None]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_name(f".{path.name}.mutex"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+    def replace_meta(self, relpath: str, token: str, text: str) -> str | None:
+        path = self.root / relpath
+        with self._mutex(path):
+            current = self.read_meta(relpath)
+            if current is None or current[1] != token:
+                return None
+            atomic_write_text(path, text)
+            return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    # ---- deploy log -----------------------------------------------------------------------
     def _log_path(self, model: str) -> Path:
         return self._model_dir(model) / META_DIR / "deploy-log.jsonl"
 
-    def append_log(self, model: str, record: dict[str, Any]) -> None:
+    def _append_raw(self, model: str, text: str) -> None:
         path = self._log_path(model)
         path.parent.mkdir(parents=True, exist_ok=True)
-        line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
         # O_APPEND: one write() per record, so concurrent writers never interleave a line.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            os.write(fd, line)
+            size = os.fstat(fd).st_size
+            # A writer killed mid-append leaves a line with no newline: end it, so this record
+            # starts on its own line instead of being glued to (and lost with) the torn one.
+            torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+            os.write(fd, (("\n" if torn else "") + text + "\n").encode("utf-8"))
             os.fsync(fd)
         finally:
             os.close(fd)
 
-    def read_log(self, model: str) -> list[dict[str, Any]]:
+    def _raw_log(self, model: str) -> list[tuple[str, str]]:
         path = self._log_path(model)
         if not path.is_file():
             return []
-        return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        return [(f"{path}:{i}", line) for i, line in enumerate(text.splitlines(), 1)]

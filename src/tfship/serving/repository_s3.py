@@ -1,10 +1,14 @@
-"""Model repository on S3 (or an S3-compatible store): publish by copy, `saved_model.pb` last."""
+"""Model repository on S3 (or an S3-compatible store): publish by copy, `saved_model.pb` last.
+
+The lease uses S3's conditional writes: create with `PUT If-None-Match: *`, renew, release and
+take over with `PUT If-Match: <ETag>` (AWS S3 since 2024; MinIO). A store that ignores these
+headers cannot serialise deploys: keep the CI-side serialisation (resource_group/concurrency).
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tfship.errors import InfraError
+from tfship.redact import redact_url
 from tfship.serving.repository import (
     CHUNK,
     META_DIR,
@@ -21,10 +26,13 @@ from tfship.serving.repository import (
     ModelRepository,
     local_manifest,
     manifest_diff,
+    version_number,
 )
 
 # Error codes S3 (and moto, MinIO) use for a missing object; HEAD has no body, hence "404".
 _MISSING = ("NoSuchKey", "404", "NotFound")
+# A conditional write lost: the object exists (If-None-Match) or changed (If-Match).
+_CONDITION_LOST = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409", *_MISSING)
 
 
 class S3Repository(ModelRepository):
@@ -69,9 +77,12 @@ class S3Repository(ModelRepository):
         except BotoCoreError as exc:
             raise InfraError(
                 f"S3 {what} on {self.url} failed: {exc}",
-                hint=f"check serving.s3_endpoint_url ({self.endpoint_url or 'AWS default'}), "
+                hint=f"check serving.s3_endpoint_url ({self._endpoint()}), "
                 "network access and the AWS_* credentials in the environment",
             ) from exc
+
+    def _endpoint(self) -> str:
+        return redact_url(self.endpoint_url) if self.endpoint_url else "AWS default"
 
     def _client_error(self, what: str, exc: Any, key: str | None) -> InfraError:
         """The store answered with an error: name the object and what to check for that code."""
@@ -90,7 +101,7 @@ class S3Repository(ModelRepository):
         else:
             hint = (
                 f"check the bucket, the credentials and serving.s3_endpoint_url "
-                f"({self.endpoint_url or 'AWS default'})"
+                f"({self._endpoint()})"
             )
         return InfraError(
             f"S3 {what} of {where} failed: {code}: {err.get('Message') or exc}", hint=hint
@@ -115,10 +126,19 @@ class S3Repository(ModelRepository):
         out = set()
         for page in self._list(self._key(model) + "/", "/"):
             for cp in page.get("CommonPrefixes", []):
-                name = cp["Prefix"].rstrip("/").rsplit("/", 1)[-1]
-                if name.isdigit():
-                    out.add(int(name))
+                version = version_number(cp["Prefix"].rstrip("/").rsplit("/", 1)[-1])
+                if version is not None:
+                    out.add(version)
         return sorted(out)
+
+    def leftovers(self, model: str) -> list[str]:
+        names = set()
+        for page in self._list(self._key(model) + "/", "/"):
+            for cp in page.get("CommonPrefixes", []):
+                name = cp["Prefix"].rstrip("/").rsplit("/", 1)[-1]
+                if name.startswith(TMP_PREFIX):
+                    names.add(name)
+        return sorted(names)
 
     def _objects(self, prefix: str) -> dict[str, int]:
         prefix = prefix.rstrip("/") + "/"
@@ -213,7 +233,7 @@ class S3Repository(ModelRepository):
     def _discard_tmp(self, model: str, tmp: str) -> None:
         self._delete_prefix(self._key(model, tmp))
 
-    def delete_version(self, model: str, version: int) -> None:
+    def _delete_files(self, model: str, version: int) -> None:
         self._delete_prefix(self._key(model, str(version)))
 
     def read_text(self, relpath: str) -> str | None:
@@ -232,7 +252,42 @@ class S3Repository(ModelRepository):
             Body=text.encode("utf-8"),
         )
 
-    def append_log(self, model: str, record: dict[str, Any]) -> None:
+    def delete_text(self, relpath: str) -> None:
+        self._call("delete", self.s3.delete_object, Bucket=self.bucket, Key=self._key(relpath))
+
+    # ---- conditional writes ---------------------------------------------------------------
+    def read_meta(self, relpath: str) -> tuple[str, str] | None:
+        obj = self._call(
+            "read", self.s3.get_object, missing_ok=True, Bucket=self.bucket, Key=self._key(relpath)
+        )
+        if obj is None:
+            return None
+        return obj["Body"].read().decode("utf-8", errors="replace"), str(obj["ETag"])
+
+    def _put_if(self, relpath: str, text: str, **condition: str) -> str | None:
+        from botocore.exceptions import ClientError
+
+        key = self._key(relpath)
+
+        def put(**kwargs: Any) -> str | None:
+            try:
+                return str(self.s3.put_object(**kwargs)["ETag"])
+            except ClientError as exc:
+                if str(exc.response.get("Error", {}).get("Code")) in _CONDITION_LOST:
+                    return None
+                raise
+
+        body = text.encode("utf-8")
+        return self._call("lease write", put, Bucket=self.bucket, Key=key, Body=body, **condition)
+
+    def create_meta(self, relpath: str, text: str) -> str | None:
+        return self._put_if(relpath, text, IfNoneMatch="*")
+
+    def replace_meta(self, relpath: str, token: str, text: str) -> str | None:
+        return self._put_if(relpath, text, IfMatch=token)
+
+    # ---- deploy log -----------------------------------------------------------------------
+    def _append_raw(self, model: str, text: str) -> None:
         # Objects cannot be appended to: one object per record, named to sort by time.
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
         self._call(
@@ -240,15 +295,20 @@ class S3Repository(ModelRepository):
             self.s3.put_object,
             Bucket=self.bucket,
             Key=self._key(model, META_DIR, "deploy-log", name),
-            Body=json.dumps(record, sort_keys=True, default=str).encode(),
+            Body=text.encode("utf-8"),
         )
 
-    def read_log(self, model: str) -> list[dict[str, Any]]:
+    def _raw_log(self, model: str) -> list[tuple[str, str]]:
         prefix = self._key(model, META_DIR, "deploy-log")
         out = []
         for rel in sorted(self._objects(prefix)):
-            obj = self._call("read", self.s3.get_object, Bucket=self.bucket, Key=f"{prefix}/{rel}")
-            out.append(json.loads(obj["Body"].read()))
+            key = f"{prefix}/{rel}"
+            obj = self._call(
+                "read", self.s3.get_object, missing_ok=True, Bucket=self.bucket, Key=key
+            )
+            if obj is not None:  # removed by hand between list and read
+                text = obj["Body"].read().decode("utf-8", "replace")
+                out.append((f"s3://{self.bucket}/{key}", text))
         return out
 
     def local_copy(self, model: str, version: int, scratch: Path) -> Path:

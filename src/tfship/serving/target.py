@@ -3,11 +3,16 @@
 `Target.apply()` is the only place a new ModelServerConfig takes effect: with a server it is
 pushed with HandleReloadConfigRequest, then the wanted versions are polled until AVAILABLE;
 `models.config` in the repository is rewritten only after the server took it, so the file
-always describes what is live (a restarted server comes back in the same state).
+always describes what is live (a restarted server comes back in the same state). While a
+deploy action holds the repository's lease, `apply()` checks the lease is still held and
+records the state in the action's journal *before* the server sees it, so an undo (now, or by
+the next action after a kill) knows every state this action may have applied.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import shlex
 from dataclasses import dataclass
@@ -17,6 +22,7 @@ from typing import Any
 from tfship.artifacts import MODELS_CONFIG
 from tfship.config import PipelineConfig
 from tfship.errors import ConfigError
+from tfship.redact import redact_url
 from tfship.serving import models_config
 from tfship.serving.client import ServingClient
 from tfship.serving.models_config import ModelState
@@ -40,8 +46,10 @@ class Target:
     client: ServingClient | None
     load_deadline: float
     poll: float
-    reloads: int = 0  # configs pushed to the server (a transaction undoes them on failure)
+    reloads: int = 0  # configs the server took, or may have (an undo must reload then)
     writes: int = 0  # models.config rewrites in the repository (offline: the only change)
+    lease: Any = None  # serving.lease.Lease while a deploy action holds the repository
+    journal: Any = None  # serving.journal.Journal of the action in progress
 
     @property
     def online(self) -> bool:
@@ -52,10 +60,11 @@ class Target:
         text = self.repository.read_text(MODELS_CONFIG)
         cfg = (
             models_config.parse(text, origin=f"{self.repository.url}/{MODELS_CONFIG}")
-            if text
+            if text and text.strip()
             else None
         )
-        state = models_config.model_state(cfg, self.model) if cfg is not None else None
+        origin = f"{self.repository.url}/{MODELS_CONFIG}"
+        state = models_config.model_state(cfg, self.model, origin=origin) if cfg else None
         if state is None:
             state = ModelState(self.model, self.base_path)
         elif state.base_path != self.base_path:
@@ -71,8 +80,17 @@ class Target:
     def apply(self, cfg: Any, state: ModelState, *, gone: tuple[int, ...] = ()) -> Any:
         """Make `state` live; returns the full ModelServerConfig that was applied."""
         new = models_config.with_model(cfg, state)
+        if self.lease is not None:
+            self.lease.check()
+        if self.journal is not None:
+            self.journal.note_applied(state)
         if self.client is not None:
-            self.client.reload_config(new)
+            try:
+                self.client.reload_config(new)
+            except Exception as exc:
+                if reached_server(exc):  # e.g. a timeout: the server may have applied it
+                    self.reloads += 1
+                raise
             self.reloads += 1  # the server now holds a config that may need undoing
             self.client.wait_available(
                 state.versions, deadline=self.load_deadline, poll=self.poll, gone=gone
@@ -81,10 +99,45 @@ class Target:
         self.writes += 1
         return new
 
+    def for_model(self, name: str) -> Target:
+        """The same repository and server, another model (to undo an action on that model)."""
+        if name == self.model:
+            return self
+        client = None
+        if self.client is not None:
+            c = self.client
+            client = ServingClient(
+                name,
+                rest_url=c.rest_url,
+                grpc_target=c.grpc_target,
+                timeout=c.timeout,
+                retries=c.retries,
+                backoff=c.backoff,
+            )
+        base = f"{self.base_path.rsplit('/', 1)[0]}/{name}"
+        return dataclasses.replace(
+            self, model=name, base_path=base, client=client, journal=None, reloads=0, writes=0
+        )
+
     def describe(self) -> str:
-        where = self.client.rest_url if self.client is not None else "no server (offline)"
+        where = redact_url(self.client.rest_url) if self.client is not None else "offline"
         env = f"{self.environment}: " if self.environment else ""
         return f"{env}{self.repository.location(self.model)} -> {where}"
+
+
+def reached_server(exc: BaseException) -> bool:
+    """False only when a config reload surely never reached the server: it refused it
+    (an error answer), or the connection failed (UNAVAILABLE: nothing was sent)."""
+    from tfship.serving.client import ServerAnswered
+
+    if isinstance(exc, ServerAnswered):
+        return False
+    cause = exc.__cause__
+    code = getattr(cause, "code", None)
+    if callable(code):
+        with contextlib.suppress(Exception):
+            return code().name != "UNAVAILABLE"
+    return True
 
 
 def offline_serve_hint(target: Target, project_root: Path | None = None) -> str:
@@ -115,6 +168,20 @@ def offline_serve_hint(target: Target, project_root: Path | None = None) -> str:
     return command
 
 
+def _check_model_name(name: str) -> None:
+    """A model is the directory `<repo>/<name>/`: it must not take a name the repository needs."""
+    why = None
+    if name.lower() == MODELS_CONFIG.lower():
+        why = f"it is the repository's {MODELS_CONFIG}, which every model on the server needs"
+    elif len(name.encode()) > 255:
+        why = "it is longer than a directory name may be (255 bytes)"
+    if why:
+        raise ConfigError(
+            f"project.model_name '{name[:80]}' cannot be deployed: {why}",
+            hint="choose another model name (letters, digits, '_', '-', '.')",
+        )
+
+
 def resolve(cfg: PipelineConfig, to: str | None = None) -> Target:
     s = cfg.serving
     env = None
@@ -142,10 +209,11 @@ def resolve(cfg: PipelineConfig, to: str | None = None) -> Target:
         )
     if rest_url and not grpc_target:
         raise ConfigError(
-            f"serving.rest_url is {rest_url} but serving.grpc_target is not set; config reloads "
-            "(HandleReloadConfigRequest) exist only in TF Serving's gRPC API",
+            f"serving.rest_url is {redact_url(rest_url)} but serving.grpc_target is not set; "
+            "config reloads (HandleReloadConfigRequest) exist only in TF Serving's gRPC API",
             hint="set serving.grpc_target (TFSHIP_SERVING_GRPC_TARGET), e.g. host:8500",
         )
+    _check_model_name(cfg.project.model_name)
     repo = open_repository(repo_url, s3_endpoint_url=s.s3_endpoint_url)
     if "://" not in server_repo:
         from pathlib import Path

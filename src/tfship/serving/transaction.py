@@ -1,32 +1,40 @@
 """The deploy transaction: what every action records, and how a failed one is undone.
 
-`transaction()` snapshots `models.config` and the model's labels and appends a `started`
-record to the deploy log before anything changes (no log, no change). The action's body sets
+`session()` holds the repository's lease (`lease`) for a whole action, retention included, and
+first finishes whatever an earlier action left (`journal.recover`). Inside it,
+`transaction()` snapshots the model's `models.config` entry, appends a `started` record to the
+deploy log and writes the journal before anything changes (no log, no change). The body sets
 `ctx["result"]`; its `ok` record and `deploy.json` are written *inside* the transaction, so if
-either cannot be written the labels go back: a label never moves without a record. On any
-failure it re-applies the snapshot, un-publishes a version the failed action published, logs
-`status: failed` and raises DeployFailed, so `stable` never stops serving. Records of one action
-share an `id`. `apply_retention()` unloads and deletes what neither a label nor the previous
-stable (read from the deploy log by `stable_history()`) still needs; callers run it after the
-transaction and turn its failures into warnings.
+either cannot be written the change is undone: a label never moves without a record.
+
+On any failure `journal.undo` puts back what this action changed - files first, then the
+server - and the exit code says what is true afterwards:
+
+* 9 (DeployFailed): everything put back and, with a server, the previous versions AVAILABLE
+  again: `stable` keeps serving, and the files a restarted server reads say the same;
+* 8 (InfraError): infrastructure failed before the server was sent any config; what was
+  published is removed again, nothing changed;
+* 13 (RestoreFailed): part of the undo failed (named in the message); the journal stays, and
+  `tfship status` shows it until the next action finishes the undo.
 """
 
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tfship.config import PipelineConfig
-from tfship.errors import DeployFailed, GateFailed
+from tfship.errors import DeployFailed, GateFailed, InfraError, Locked, RestoreFailed
 from tfship.fsutil import atomic_write_json
+from tfship.redact import redact, redact_text
 from tfship.result import to_jsonable
 from tfship.rundir import RunDir
-from tfship.serving import golden
+from tfship.serving import golden, journal, lease, models_config
 from tfship.serving.deploy_log import log_record
-from tfship.serving.models_config import ModelState
 from tfship.serving.repository import PublishResult, VersionConflict
 from tfship.serving.target import Target
 
@@ -53,6 +61,7 @@ class DeployResult:
     seconds: dict[str, float] = field(default_factory=dict)
     next_step: str | None = None
     warnings: list[str] = field(default_factory=list)  # after the change took effect
+    recovered: list[str] = field(default_factory=list)  # what an earlier action left, finished
 
     def render_text(self) -> str:
         where = f" ({self.environment})" if self.environment else ""
@@ -70,35 +79,68 @@ class DeployResult:
             lines.append(f"  removed  {self.removed_versions} (retention)")
         if self.seconds:
             lines.append("  seconds  " + ", ".join(f"{k} {v:.2f}" for k, v in self.seconds.items()))
+        lines.extend(f"  RECOVERED {r}" for r in self.recovered)
         lines.extend(f"  WARNING  {w}" for w in self.warnings)
         if self.next_step:
             lines.append(f"  next: {self.next_step}")
-        return "\n".join(lines)
+        return redact_text("\n".join(lines))
 
 
-def stable_history(records: list[dict[str, Any]]) -> list[int]:
-    """Stable versions in order of promotion, rollbacks popped: [-2] is the previous stable."""
-    stack: list[int] = []
-    for r in records:
-        if r.get("status") != "ok":
-            continue
-        before = (r.get("labels_before") or {}).get("stable")
-        after = (r.get("labels_after") or {}).get("stable")
-        if after is None or after == before:
-            continue
-        if r.get("action") == "rollback" and len(stack) >= 2 and stack[-2] == after:
-            stack.pop()
-        else:
-            stack.append(after)
-    return stack
+class Terminated(InfraError):
+    """SIGTERM (a cancelled or timed-out CI job) while a deploy action held the lease."""
 
 
-def protected_versions(state: ModelState, history: list[int]) -> set[int]:
-    """Versions that must stay loaded: labelled ones and the previous stable."""
-    keep = set(state.labels.values())
-    if len(history) >= 2:
-        keep.add(history[-2])
-    return keep
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn the first SIGTERM into an exception, so the undo runs; ignore later ones."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the undo finish
+        raise Terminated(
+            "received SIGTERM (job cancelled or timed out)",
+            hint="the action was undone; run it again",
+        )
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def session(
+    target: Target, action: str, version: int | None, wait: float | None
+) -> Iterator[list[str]]:
+    """Hold the repository lease for one action; first finish what an earlier one left.
+
+    Yields notes on what was recovered (also logged).
+    """
+    kwargs = {"wait": lease.DEFAULT_WAIT if wait is None else wait}
+    try:
+        held = lease.acquire(
+            target.repository, action=action, model=target.model, version=version, **kwargs
+        )
+    except OSError as exc:  # a local repository that cannot be written (permissions, full)
+        raise InfraError(
+            f"cannot take the deploy lease in {target.repository.url}: {exc}",
+            hint="the deploy job must be able to write the model repository",
+        ) from exc
+    target.lease = held
+    try:
+        with _sigterm_raises():
+            yield journal.recover(target)
+    finally:
+        target.lease = None
+        held.release()
+
+
+def write_deploy_json(run_dir: RunDir, result: Any, record: dict[str, Any]) -> None:
+    doc = to_jsonable(result) if not isinstance(result, dict) else result
+    atomic_write_json(run_dir.ensure().deploy_json, redact({**doc, "record": record}))
 
 
 def _ok_record(result: DeployResult, op: str) -> dict[str, Any]:
@@ -117,22 +159,28 @@ def _ok_record(result: DeployResult, op: str) -> dict[str, Any]:
     )
 
 
-def write_deploy_json(run_dir: RunDir, result: DeployResult, record: dict[str, Any]) -> None:
-    atomic_write_json(run_dir.ensure().deploy_json, {**to_jsonable(result), "record": record})
+def publish(ctx: dict[str, Any], target: Target, version: int, export_dir: Any) -> PublishResult:
+    """Publish inside a transaction: journalled first, so an undo removes only what it adds."""
+    existed = target.repository.is_complete(target.model, version)
+    if target.lease is not None:
+        target.lease.check()
+    ctx["journal"].note_publish(version, existed)
+    return target.repository.publish(target.model, version, export_dir)
 
 
 @contextlib.contextmanager
 def transaction(
     action: str, run_dir: RunDir, target: Target, reason: str | None, version: int | None
 ) -> Iterator[dict[str, Any]]:
-    """Record, then change; restore the previous config and labels on any failure.
+    """Record, then change; undo exactly this action's changes on any failure.
 
-    The body must set `ctx["result"]` (a DeployResult); after the block `ctx["record"]` holds
-    the `ok` record that was logged.
+    Run inside `session()`. The body must set `ctx["result"]` (a DeployResult) and publish
+    with `publish(ctx, ...)`; after the block `ctx["record"]` holds the `ok` record.
     """
     before_cfg, before = target.read()
+    # The entry exactly as the file has it (base_path included): what an undo puts back.
+    as_found = models_config.model_state(before_cfg, target.model) if before_cfg else None
     op = uuid.uuid4().hex[:12]
-    ctx: dict[str, Any] = {"cfg": before_cfg, "state": before, "published": None, "result": None}
 
     def record_of(status: str, **more: Any) -> dict[str, Any]:
         return log_record(
@@ -150,7 +198,17 @@ def transaction(
 
     # Before anything changes: a deploy log that cannot be written stops the action here.
     target.repository.append_log(target.model, record_of("started"))
-    reloads0, writes0 = target.reloads, target.writes
+    jr = journal.Journal.start(
+        target.repository,
+        op=op,
+        action=action,
+        model=target.model,
+        version=version,
+        before=as_found,
+    )
+    ctx: dict[str, Any] = {"cfg": before_cfg, "state": before, "journal": jr, "result": None}
+    reloads0 = target.reloads
+    target.journal = jr
     try:
         yield ctx
         result: DeployResult = ctx["result"]
@@ -159,69 +217,68 @@ def transaction(
         # Still inside: if the log cannot take the outcome, the change is undone below.
         target.repository.append_log(target.model, record)
     except BaseException as exc:
-        restore_error = None
-        try:
-            if target.reloads > reloads0 or target.writes > writes0:
-                target.apply(before_cfg, before)
-            if ctx["published"] is not None and ctx["published"].status == "published":
-                target.repository.delete_version(target.model, ctx["published"].version)
-        except Exception as rexc:  # report both; the original failure stays the cause
-            restore_error = f"{type(rexc).__name__}: {rexc}"
-        record = record_of(
-            "failed",
-            error=str(exc)[:2000],
-            restore_error=restore_error,
-            labels_after=dict(before.labels),
-        )
-        with contextlib.suppress(Exception):
-            target.repository.append_log(target.model, record)
-        atomic_write_json(
-            run_dir.ensure().deploy_json, {"action": action, "status": "failed", "record": record}
-        )
-        if isinstance(exc, GateFailed | VersionConflict) or not isinstance(exc, Exception):
-            raise
-        state = (
-            (
-                "previous config and labels restored; stable still serves "
-                f"{before.labels.get('stable', '(none)')}"
-            )
-            if restore_error is None
-            else (f"RESTORE FAILED ({restore_error}): check the server's config by hand")
-        )
-        code = exc.__class__.__name__
-        raise DeployFailed(
-            f"{action} of {target.model} v{version} failed ({code}: "
-            f"{getattr(exc, 'message', exc)}); {state}",
-            hint=getattr(exc, "hint", None),
+        target.journal = None
+        _fail(exc, action, run_dir, target, jr, record_of, reloads0, before, version)
+        raise AssertionError("unreachable") from exc
+    finally:
+        target.journal = None
+    # Committed (ok record logged): if the journal cannot be removed, the next action drops it.
+    with contextlib.suppress(Exception):
+        jr.clear()
+
+
+def _fail(
+    exc: BaseException,
+    action: str,
+    run_dir: RunDir,
+    target: Target,
+    jr: journal.Journal,
+    record_of: Any,
+    reloads0: int,
+    before: Any,
+    version: int | None,
+) -> None:
+    server_touched = target.reloads > reloads0
+    outcome = journal.undo(target, jr.doc, server_touched=server_touched)
+    error = redact_text(f"{type(exc).__name__}: {getattr(exc, 'message', exc)}")
+    record = record_of(
+        "failed" if outcome.complete else "restore_failed",
+        error=error[:2000],
+        restore=outcome.describe(),
+        restore_error=None if outcome.complete else "; ".join(outcome.problems),
+        labels_after=dict(before.labels),
+    )
+    with contextlib.suppress(Exception):
+        target.repository.append_log(target.model, record)
+    with contextlib.suppress(Exception):
+        write_deploy_json(run_dir, {"action": action, "status": record["status"]}, record)
+    with contextlib.suppress(Exception):
+        if outcome.complete:
+            jr.clear()
+        else:
+            jr.failed(outcome.describe())
+    if isinstance(exc, GateFailed | VersionConflict | Locked) and outcome.complete:
+        raise exc  # refused before anything changed
+    if not isinstance(exc, Exception):
+        raise exc  # KeyboardInterrupt / SystemExit, after the undo
+    what = f"{action} of {target.model} v{version} failed ({error})"
+    hint = getattr(exc, "hint", None)
+    if not outcome.complete:
+        raise RestoreFailed(
+            f"{what}; the undo did not complete: {outcome.describe()}",
+            hint="`tfship status` shows the unfinished action; once the server / store is "
+            "back, the next deploy, promote or rollback finishes the undo first",
         ) from exc
-
-
-def apply_retention(cfg: PipelineConfig, target: Target, state: ModelState) -> list[int]:
-    """Unload what is neither labelled nor previous-stable; delete beyond the last N on disk."""
-    history = stable_history(target.repository.read_log(target.model))
-    protected = protected_versions(state, history)
-    cfg_now, current = target.read()
-    # Retention only ever unloads: a protected version no longer loaded stays as it is.
-    unload = tuple(v for v in current.versions if v not in protected)
-    if unload:
-        kept = [v for v in current.versions if v in protected]
-        target.apply(cfg_now, current.with_versions(kept), gone=unload)
-    on_disk = target.repository.versions(target.model)
-    keep_disk = set(on_disk[-cfg.serving.retention :]) | protected
-    removed = [v for v in on_disk if v not in keep_disk]
-    for v in removed:
-        target.repository.delete_version(target.model, v)
-    if removed or unload:
-        target.repository.append_log(
-            target.model,
-            log_record(
-                "retention",
-                target.model,
-                environment=target.environment,
-                status="ok",
-                unloaded=list(unload),
-                deleted=removed,
-                why=f"keep last {cfg.serving.retention}",
-            ),
-        )
-    return removed
+    stable = before.labels.get("stable", "(none)")
+    if isinstance(exc, InfraError) and target.client is not None and not server_touched:
+        raise InfraError(
+            f"{what}; the server was sent nothing and the repository is as before "
+            f"({outcome.describe()})",
+            hint=hint,
+        ) from exc
+    done = outcome.describe()
+    if target.client is not None:
+        state = f"previous config and labels restored ({done}); stable still serves {stable}"
+    else:
+        state = f"models.config restored ({done}); stable still serves {stable} (no server)"
+    raise DeployFailed(f"{what}; {state}", hint=hint) from exc
