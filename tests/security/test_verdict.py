@@ -698,3 +698,39 @@ def test_plain_model_names_are_accepted(name: str) -> None:
 def test_bounds_leave_the_repository_defaults_and_pipeline_yaml_valid(repo_root: Path) -> None:
     cfg = load_config(repo_root / "pipeline.yaml", env={})
     assert math.isfinite(cfg.train.learning_rate)
+
+
+# --- `tfship deploy --allow-ungated`: the flag loosens *whether*, like a verdict field -------
+@pytest.mark.parametrize(
+    ("job", "refused"),
+    [
+        ({"CI": "true", "CI_PIPELINE_SOURCE": "push"}, True),
+        ({"GITLAB_CI": "true", "CI_JOB_ID": "7"}, True),
+        ({"GITHUB_ACTIONS": "true", "GITHUB_EVENT_NAME": "push", "GITHUB_ACTOR": "bot"}, True),
+        ({"CI": "true", "CI_PIPELINE_SOURCE": "merge_request_event"}, True),
+        ({"CI": "true", "CI_JOB_MANUAL": "true", "GITLAB_USER_LOGIN": "alice"}, False),
+        (
+            {
+                "GITHUB_ACTIONS": "true",
+                "GITHUB_EVENT_NAME": "workflow_dispatch",
+                "GITHUB_ACTOR": "alice",
+            },
+            False,
+        ),
+        ({}, False),
+    ],
+)
+def test_allow_ungated_flag_needs_a_person_in_ci(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, job: dict[str, str], refused: bool
+) -> None:
+    from tfship.rundir import RunDir
+    from tfship.serving.deploy_gate import check_gate
+
+    for name, value in job.items():
+        monkeypatch.setenv(name, value)
+    cfg = load_config(None, env={})
+    if refused:
+        with pytest.raises(ConfigError, match="--allow-ungated was given in a CI job"):
+            check_gate(cfg, RunDir(tmp_path), allow_ungated=True)
+    else:
+        assert check_gate(cfg, RunDir(tmp_path), allow_ungated=True) == "ungated (allowed)"

@@ -7,11 +7,12 @@ same files (a digest over every file; older gate.json files: the tfship manifest
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
-from tfship.config import PipelineConfig
-from tfship.errors import GateFailed
+from tfship.config import PipelineConfig, trust
+from tfship.errors import ConfigError, GateFailed
 from tfship.fsutil import read_json
 from tfship.rundir import RunDir
 from tfship.serving import golden
@@ -20,6 +21,8 @@ from tfship.serving.repository import tree_digest
 # Only these verdicts let a model out. An override record alone does not: gate.json keeps one
 # (`applied: false`) whenever a reason was given, also for dry_run/disabled/passing gates.
 DEPLOYABLE_VERDICTS = ("passed", "passed_with_override")
+
+log = logging.getLogger(__name__)
 
 
 def _not_this_export(gate: dict[str, Any], export_dir: Path, version: int) -> str | None:
@@ -43,6 +46,20 @@ def _not_this_export(gate: dict[str, Any], export_dir: Path, version: int) -> st
     return "gate.json does not identify the model it judged (no candidate digest or manifest)"
 
 
+def _check_ungated_flag() -> None:
+    # The flag loosens *whether* a model ships, like a verdict field: a job script that expands
+    # a CI variable into it must not deploy an ungated model in a job no person started.
+    ctx = trust.context()
+    if ctx.in_ci and not ctx.started_by_person:
+        raise ConfigError(
+            "--allow-ungated was given in a CI job that no person started; an ungated deploy "
+            "must be a person's decision",
+            hint="run the deploy as a manual job (GitLab) / workflow_dispatch (GitHub), or "
+            "commit serving.allow_ungated: true to pipeline.yaml through a merge request",
+        )
+    log.warning("deploying without a passed gate on purpose (%s)", ctx.describe())
+
+
 def check_gate(
     cfg: PipelineConfig,
     run_dir: RunDir,
@@ -58,6 +75,8 @@ def check_gate(
     (same version and files), so a gate passed by one model never lets another one out.
     """
     path = run_dir.evaluation / "gate.json"
+    if allow_ungated:
+        _check_ungated_flag()
     allowed = allow_ungated or cfg.serving.allow_ungated
     if not path.is_file():
         if allowed:
