@@ -31,21 +31,26 @@ from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 MASK = "***"
 
 # The last word of a name that holds a credential: AWS_SECRET_ACCESS_KEY, x-amz-security-token,
-# PRIVATE-TOKEN, client_secret, Authorization, Cookie, ... Names only *ending* in it, so
-# `max_tokens`, `tokenizer` or a SavedModel `signature` stay readable. (Not "pwd": the shell's
-# PWD holds the working directory.)
+# PRIVATE-TOKEN, client_secret, MINIO_SECRET_KEY, AccountKey, credentials, Authorization, ...
+# Names only *ending* in it, so `max_tokens`, `tokenizer` or a SavedModel `signature` stay
+# readable. (Not "pwd": the shell's PWD holds the working directory.)
 _SECRET_WORD = (
     r"(?:secret|token|password|passwd|passphrase|jwt|api[_-]?key|apikey|access[_-]?key|"
-    r"private[_-]?key|session[_-]?key|signing[_-]?key|auth|authorization|cookie|"
-    r"x-amz-signature|x-goog-signature)"
+    r"secret[_-]?key|account[_-]?key|private[_-]?key|session[_-]?key|signing[_-]?key|"
+    r"credentials?|auth|authorization|cookie|x-amz-signature|x-goog-signature)"
 )
 _NAME = rf"[\w.-]*{_SECRET_WORD}"
 _SECRET_NAME = re.compile(f"(?i){_NAME}")
 # Query parameters whose value is a credential besides those (presigned URLs, SAS, API keys).
 _SECRET_PARAM = rf"(?:x-amz-credential|x-goog-credential|signature|sig|key|code|{_NAME})"
 
-# scheme://user:password@host (the password may itself contain '@').
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^\s/?#'\"<>]+)@")
+# scheme://user:password@host. The password may itself contain '@', and, unencoded, '/', '?'
+# or '#' (AWS secret keys hold '/'): then `user:` comes first and what follows the ':' is not a
+# port (`host:5000/image@sha256:...` is a path, not a password).
+_URL_USERINFO = re.compile(
+    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)"
+    r"(?P<userinfo>[^\s/?#'\"<>]+|[^\s/?#'\"<>@:]*:(?!\d*(?:[/?#]|$))[^\s'\"<>]*)@"
+)
 # ?name=value / &name=value / #access_token=value in free text.
 _QUERY_SECRET = re.compile(rf"(?i)(?P<pre>[?&;#](?:amp;)?{_SECRET_PARAM}=)(?P<value>[^&\s#'\"<>]*)")
 # A value never worth masking: a variable reference or a placeholder.

@@ -677,3 +677,64 @@ def test_a_retried_job_of_the_same_pipeline_resumes_at_the_saved_step(tmp_path, 
     retried = run_train(cfg, RunDir(tmp_path / "runner-2"), splits=make_splits())
     assert retried.resumed_from_step == 6 and retried.resumed_optimizer_iterations == 6
     assert retried.steps == 12
+
+
+class _LiteralKeyStore:
+    """A stand-in for S3, where an object key is a string: `run/../../x` is one key, not a path."""
+
+    def __init__(self) -> None:
+        self.url, self.objects = "s3://stand-in/prefix", {}
+
+    def get_file(self, key: str, path: Path) -> None:
+        path.write_bytes(self.objects[key])  # as boto3's download_file: whatever the path says
+
+    def get_bytes(self, key: str) -> bytes | None:
+        return self.objects.get(key)
+
+    def list(self, prefix: str = "") -> dict[str, int]:
+        return {k: len(v) for k, v in self.objects.items() if k.startswith(prefix)}
+
+
+def _planted(where: str) -> _LiteralKeyStore:
+    """A complete-looking generation for this run whose marker also lists a key with '../'."""
+    import hashlib
+
+    def meta(data: bytes) -> dict[str, Any]:
+        return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+    store = _LiteralKeyStore()
+    guard = json.dumps({"run": {"run_id": "ci-100", "pipeline": "ci-100"}}).encode()
+    payload = b"planted by whoever can write the store\n"
+    files = {"ckpt-40.index": b"i", "ckpt-40.data-00000-of-00001": b"d"}
+    extras = {"run.json": guard}
+    escape = "../../../escaped"
+    if where == "files":
+        files[escape] = payload
+    else:
+        extras[escape] = payload
+    store.objects.update(files)
+    store.objects.update({f"ckpt-40.extra/{k}": v for k, v in extras.items()})
+    marker = {
+        "schema": "tfship-checkpoint-backup/1",
+        "generation": "ckpt-40",
+        "step": 40,
+        "files": {k: meta(v) for k, v in files.items()},
+        "extras": {k: meta(v) for k, v in extras.items()},
+    }
+    store.objects["ckpt-40.tfship.json"] = json.dumps(marker).encode()
+    return store
+
+
+# "extras" is kept out: their local name gets an `extra-` prefix, so `extra-..` is no directory
+# and the download fails; the check refuses both all the same.
+@pytest.mark.parametrize("where", ["files"])
+def test_a_backup_marker_naming_a_path_outside_the_checkpoint_dir_restores_nothing(tmp_path, where):
+    # Issue 13 §2, a new case: the store's keys are strings, so a marker may list
+    # `../../../escaped`; restoring it must not write outside the checkpoint directory.
+    from tfship.backup.restore import restore_latest
+
+    local = tmp_path / "a" / "b" / "checkpoints"
+    run = {"run_id": "ci-100", "pipeline": "ci-100"}
+    assert restore_latest(local, _planted(where), expect_run=run) is None
+    assert not list(tmp_path.rglob("escaped"))
+    assert not (local / "ckpt-40.index").exists()

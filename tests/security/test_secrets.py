@@ -41,6 +41,11 @@ SHAPES = [
     ("URL userinfo, '@' in the password", "https://u:p@ss-w0rd-xyz@host/x", "ss-w0rd-xyz"),
     ("URL userinfo, percent-encoded", "http://u:Pa55%40w0rd-xyz@h/", "Pa55%40w0rd-xyz"),
     ("token as the whole userinfo", f"https://{GITLAB_TOKEN}@gitlab.example/x.git", GITLAB_TOKEN),
+    # An unencoded '/', '?' or '#' in the password (AWS secret keys hold '/'): urlsplit and a
+    # userinfo that stops at '/' both see the password as part of the path.
+    ("URL userinfo, '/' in an AWS secret", f"s3://{AWS_KEY_ID}:{AWS_SECRET}@bucket/p", "MDENG"),
+    ("URL userinfo, '#' in the password", "https://u:Pa55#w0rd-xyz@minio:9000/", "w0rd-xyz"),
+    ("URL userinfo, '?' in the password", "redis://:Pa55?w0rd-xyz@cache:6379/0", "w0rd-xyz"),
     (
         "presigned S3 query",
         "https://b.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=5f3c9a1b2d"
@@ -64,6 +69,10 @@ SHAPES = [
     ("SigV4 signature", "Signature=" + "ab" * 32, "ab" * 32),
     ("AWS access key id", f"credentials for {AWS_KEY_ID} expired", AWS_KEY_ID),
     ("AWS secret as key=value", f"aws_secret_access_key = {AWS_SECRET}", AWS_SECRET),
+    ("MinIO secret key variable", "MINIO_SECRET_KEY=minio-s3cr3t-value", "minio-s3cr3t-value"),
+    ("s3fs-style secret_key", "{'secret_key': 'wJalrXUtnSECRET'}", "wJalrXUtnSECRET"),
+    ("credentials as key=value", "credentials=alice:Pa55w0rd-xyz", "Pa55w0rd-xyz"),
+    ("Azure connection string", "AccountName=a;AccountKey=QmFzZTY0S2V5==;x=1", "QmFzZTY0S2V5"),
     ("JSON password", '{"user": "u", "password": "hunter two 2"}', "hunter two 2"),
     ("YAML token", "gitlab_token: tok-3141592653", "tok-3141592653"),
     ("Bearer header", "Authorization: Bearer eyJhbGciOiJSUzI1NiJ9abc", "eyJhbGciOiJSUzI1NiJ9abc"),
@@ -94,6 +103,9 @@ READABLE = [
     "p95_latency_ms <= champion + 10% = 1.98",
     "signature serving_default, max_tokens=5, tokenizer: bert",
     "s3://bucket/prefix/ckpt-5@v2.index",
+    "docker://registry:5000/team/image@sha256:0123abcd",
+    "https://host:8443/models/a@b",
+    "no credentials found in the environment",
     "TFSHIP_GITLAB_TOKEN is not set; add a project access token",
     "(env: GITHUB_TOKEN: ${{ secrets.GITHUB_TOKEN }})",
     "set TFSHIP_BACKUP_URL=<url>",
@@ -110,6 +122,11 @@ def test_secret_environment_values_are_masked_verbatim_and_url_encoded() -> None
     environ = {"MY_SERVICE_TOKEN": "p@ss/word 42", "CI_REGISTRY_PASSWORD": "reg1stry-pw"}
     text = "a p@ss/word 42 b p%40ss%2Fword%2042 c reg1stry-pw"
     assert redact_text(text, environ) == "a *** b *** c ***"
+
+
+@pytest.mark.parametrize("name", ["MINIO_SECRET_KEY", "SECRET_KEY", "S3_CREDENTIALS"])
+def test_a_variable_named_like_a_secret_key_or_credentials_is_masked_verbatim(name: str) -> None:
+    assert redact_text("x wJalrXUtnFEMIK7 y", {name: "wJalrXUtnFEMIK7"}) == "x *** y"
 
 
 def test_redact_url_keeps_host_path_and_ordinary_parameters() -> None:

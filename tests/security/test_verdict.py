@@ -260,6 +260,11 @@ FILE_CASES = [
     ("git_dir_variable_points_at_a_repo_holding_it", "git_dir", True, "not tracked by git"),
     ("index_variable_points_at_another_index", "git_index", True, "not tracked by git"),
     ("no_checkout_at_all", "no_repo", True, "not in a git checkout"),
+    # Committed, reviewed, unchanged, but not the project's config: an example project's or a
+    # test fixture's pipeline.yaml (looser thresholds, another model), or a nested checkout's.
+    ("another_committed_config", "other_committed", True, "not the project's pipeline.yaml"),
+    ("another_committed_config_without_git", "other_committed", False, "not the project's"),
+    ("a_nested_repositorys_pipeline_yaml", "nested_repo", True, "not the project's pipeline"),
 ]
 
 
@@ -294,6 +299,12 @@ def _config_file(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         return repo, repo / "runs" / "x" / "config.yaml"
     if kind == "no_repo":
         return outside.parent, outside
+    if kind == "other_committed":
+        checkout(repo, {"examples/regression/pipeline.yaml": evil})
+        return repo, repo / "examples" / "regression" / "pipeline.yaml"
+    if kind == "nested_repo":
+        checkout(repo / "vendor" / "other", {"pipeline.yaml": evil})
+        return repo, repo / "vendor" / "other" / "pipeline.yaml"
     return repo, outside  # "outside": a GitLab File variable lives in a temp directory
 
 

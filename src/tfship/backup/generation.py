@@ -32,6 +32,7 @@ _REMOTE_KEY = re.compile(
     + re.escape(EXTRA_INFIX)
     + r".+)$"
 )
+_EXTRA_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # run.json, best.json
 _DATA = re.compile(r"\.data-(\d{5})-of-(\d{5})$")
 _STATE_LINE = re.compile(r'^model_checkpoint_path:\s*"(?P<path>.*)"\s*$', re.M)
 
@@ -119,13 +120,25 @@ def check_remote(
     if not isinstance(marker, dict) or marker.get("schema") != SCHEMA:
         return None, f"completion marker schema is not {SCHEMA}"
     files = marker.get("files") or {}
+    extras = marker.get("extras") or {}
+    if not isinstance(files, dict) or not isinstance(extras, dict):
+        return None, "completion marker lists no files"
+    # Names become local paths on restore: only this generation's own files, and extras as
+    # plain names (an object store takes '../' in a key literally; a path would not).
+    own = re.compile(re.escape(gen.generation) + r"(?:\.index|\.data-\d{5}-of-\d{5})")
+    stray = [n for n in files if not own.fullmatch(n)]
+    stray += [n for n in extras if not _EXTRA_NAME.fullmatch(n)]
+    if stray:
+        return None, f"marker names files that are not this generation's: {sorted(stray)[:3]}"
     if not shards_complete(list(files), gen.generation):
         return None, "marker does not list an index and every data shard"
     expected = {
         **files,
-        **{f"{gen.generation}{EXTRA_INFIX}{k}": v for k, v in (marker.get("extras") or {}).items()},
+        **{f"{gen.generation}{EXTRA_INFIX}{k}": v for k, v in extras.items()},
     }
     for name, meta in expected.items():
+        if not isinstance(meta, dict):
+            return None, f"completion marker entry for {name} is not a size and sha256"
         size = listing.get(name)
         if size is None:
             return None, f"{name} is missing"

@@ -187,9 +187,13 @@ def _enforce(ctx: trust.Context, sources: ConfigSources) -> None:
             "and remove the CI/CD variable or --set flag"
         )
     f = sources.file
-    if f is not None and not f.committed:
+    if f is not None and (not f.committed or not f.project_file):
+        problem = f.problem or (
+            f"the committed {f.repo_path}, not the project's pipeline.yaml at the root of the "
+            "checkout (a variable or flag chose another committed file)"
+        )
         fields = sorted({field_of(k) for k in sources.keys_in_file if is_verdict(k)})
-        refused += [f"  {name}: read from {f.path}, which is {f.problem}" for name in fields]
+        refused += [f"  {name}: read from {f.path}, which is {problem}" for name in fields]
         if fields:
             hints.append(
                 "run with the repository's committed pipeline.yaml (no --config / "

@@ -7,6 +7,10 @@ with the committed blob to tell (the bytes tfship parsed, so nothing changes in 
 
 * the file must lie inside the checkout (CI_PROJECT_DIR / GITHUB_WORKSPACE when set) and inside
   a git work tree;
+* in a CI job no person started, it must also be *the project's* config, pipeline.yaml at the
+  root of the checkout: another committed YAML (an example project's, a test fixture's, a
+  submodule's pipeline.yaml) was reviewed for another purpose, and TFSHIP_CONFIG picking it
+  would let a variable choose the rules the model is judged by;
 * its blob id must equal the one git records for that path: `git rev-parse HEAD:<path>` when
   git is installed, else the entry in `.git/index` (TensorFlow's images ship no git; right
   after a CI checkout the index is HEAD's tree).
@@ -29,6 +33,7 @@ from pathlib import Path
 from tfship import env
 
 WORKSPACE_VARIABLES = ("CI_PROJECT_DIR", "GITHUB_WORKSPACE")
+PROJECT_CONFIG = "pipeline.yaml"  # the project's config: at the root of the checkout
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,10 @@ class FileOrigin:
     blob: str | None  # the committed blob id of repo_path
     committed: bool  # the bytes read are exactly that blob
     problem: str | None  # why it is not known to be the committed file
+    # pipeline.yaml at the root of the checkout (CI_PROJECT_DIR / GITHUB_WORKSPACE when set):
+    # the project's own config, not another committed YAML (an example's, a test fixture's, a
+    # submodule's) that a variable could pick to judge the model by.
+    project_file: bool = False
 
     @property
     def label(self) -> str:
@@ -56,6 +65,7 @@ class FileOrigin:
             "blob": self.blob,
             "committed": self.committed,
             "problem": self.problem,
+            "project_file": self.project_file,
         }
 
 
@@ -204,14 +214,18 @@ def origin_of(path: Path, data: bytes, environ: Mapping[str, str] | None = None)
         return FileOrigin(str(path), rel, commit, None, False, problem)
 
     real = path.resolve()
+    workspaces = []
     for name in WORKSPACE_VARIABLES:
         workspace = env.get(name, environ=environ)
         if workspace and not real.is_relative_to(Path(workspace).resolve()):
             return unknown(f"outside the checked-out repository {workspace} ({name})")
+        if workspace:
+            workspaces.append(Path(workspace).resolve())
     root = _work_tree(real.parent)
     if root is None:
         return unknown("not in a git checkout")
     rel = real.relative_to(root).as_posix()
+    project_file = rel == PROJECT_CONFIG and all(root == w for w in workspaces)
     try:
         commit, blob = _from_git(root, rel) if shutil.which("git") else _from_index(root, rel)
     except _Unknown as exc:
@@ -223,7 +237,7 @@ def origin_of(path: Path, data: bytes, environ: Mapping[str, str] | None = None)
     algorithm = "sha256" if len(blob) == 64 else "sha1"
     # A checkout with autocrlf turns the committed LF into CRLF on disk: the same content.
     if blob in (blob_id(data, algorithm), blob_id(data.replace(b"\r\n", b"\n"), algorithm)):
-        return FileOrigin(str(path), rel, commit, blob, True, None)
+        return FileOrigin(str(path), rel, commit, blob, True, None, project_file)
     return FileOrigin(
         str(path), rel, commit, blob, False, f"differs from the file committed at {commit[:12]}"
     )
