@@ -49,6 +49,8 @@ VERDICT_SAMPLES = {
     "project.model_name": "other-model",
     "data.test_fraction": "0.01",
     "data.limit": "10",
+    "data.csv_label_column": "leaky_feature",
+    "data.tfrecord_label_key": "leaky_feature",
     "export.golden_requests": "1",
     "export.tolerance": "1.0",
     "serving.tolerance": "1.0",
@@ -189,8 +191,25 @@ CONTEXTS = [
     ),
     (
         "gitlab_merge_request",
-        {**GITLAB_PUSH, "CI_PIPELINE_SOURCE": "merge_request_event"},
+        {**GITLAB_PUSH, "CI_PIPELINE_SOURCE": "merge_request_event", "CI_MERGE_REQUEST_IID": "3"},
         "merge-request pipeline by mallory; its verdict is never deployed",
+    ),
+    # A project variable shadowing GitLab's predefined CI_PIPELINE_SOURCE: a real MR pipeline
+    # has an MR iid and never runs on a protected ref.
+    (
+        "gitlab_pipeline_source_spoofed_without_an_mr",
+        {**GITLAB_PUSH, "CI_PIPELINE_SOURCE": "merge_request_event"},
+        None,
+    ),
+    (
+        "gitlab_pipeline_source_spoofed_on_a_protected_ref",
+        {
+            **GITLAB_PUSH,
+            "CI_PIPELINE_SOURCE": "merge_request_event",
+            "CI_MERGE_REQUEST_IID": "3",
+            "CI_COMMIT_REF_PROTECTED": "true",
+        },
+        None,
     ),
     (
         "github_pull_request",
@@ -745,3 +764,47 @@ def test_allow_ungated_flag_needs_a_person_in_ci(
             check_gate(cfg, RunDir(tmp_path), allow_ungated=True)
     else:
         assert check_gate(cfg, RunDir(tmp_path), allow_ungated=True) == "ungated (allowed)"
+
+
+# --- The scan allowlist decides what is not a finding: committed only, like pipeline.yaml ----
+@needs_git
+@pytest.mark.parametrize(
+    ("change", "job", "refused_with"),
+    [
+        ("none", GITLAB_PUSH, None),
+        ("rewritten_after_checkout", GITLAB_PUSH, "differs from the file committed"),
+        ("untracked", GITLAB_PUSH, "not tracked by git"),
+        ("rewritten_after_checkout", {**GITLAB_PUSH, "CI_JOB_MANUAL": "true"}, None),
+        ("rewritten_after_checkout", {}, None),
+    ],
+)
+def test_in_ci_only_the_committed_allowlist_decides_what_is_not_a_finding(
+    change: str,
+    job: dict[str, str],
+    refused_with: str | None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tfship.scan.allowlist import load_allowlist
+
+    repo = tmp_path / "checkout"
+    committed = (
+        "vulnerabilities:\n  - id: CVE-2024-0001\n    statement: not reachable\n"
+        "    expired_at: 2099-01-01\n"
+    )
+    name = ".trivyignore.yaml"
+    checkout(repo, {name: committed} if change != "untracked" else {"README": "x"})
+    if change != "none":
+        loosened = (
+            committed
+            + "  - id: CVE-2024-9999\n    statement: accepted by a rewrite\n    expired_at: 2099-01-01\n"
+        )
+        (repo / name).write_text(loosened)
+    for key, value in {**job, "CI_PROJECT_DIR": str(repo)}.items():
+        monkeypatch.setenv(key, value)
+    if refused_with is None:
+        assert load_allowlist(repo / name).entries
+        return
+    with pytest.raises(ConfigError, match="only the committed allowlist") as exc:
+        load_allowlist(repo / name)
+    assert refused_with in str(exc.value)

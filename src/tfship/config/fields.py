@@ -43,9 +43,15 @@ FIELDS: dict[str, tuple[Role, str]] = {
     "data.path": (W, "data location (a bucket or path per environment)"),
     "data.image_size": (H, "model input shape"),
     "data.channels": (H, "model input shape"),
-    "data.csv_label_column": (H, "how to read the data"),
+    "data.csv_label_column": (
+        V,
+        "which column is the truth the gate scores against (a feature's copy passes)",
+    ),
     "data.tfrecord_image_key": (H, "how to read the data"),
-    "data.tfrecord_label_key": (H, "how to read the data"),
+    "data.tfrecord_label_key": (
+        V,
+        "which column is the truth the gate scores against (a feature's copy passes)",
+    ),
     "data.validation_fraction": (H, "training-time split; the gate never reads it"),
     "data.test_fraction": (V, "size of the held-out set the gate judges the model on"),
     "data.limit": (V, "caps the examples, and with them the test set the gate judges on"),

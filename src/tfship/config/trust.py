@@ -85,6 +85,13 @@ def context(environ: Mapping[str, str] | None = None) -> Context:
         or _get("GITHUB_EVENT_NAME", environ) == "workflow_dispatch"
     )
     merge_request = any(_get(name, environ) == value for name, value in MR_EVENTS)
+    if merge_request and _get("CI_PIPELINE_SOURCE", environ):
+        # A project variable can shadow GitLab's predefined CI_PIPELINE_SOURCE; a real MR
+        # pipeline also has an MR iid and never runs on a protected ref (GitHub's GITHUB_*
+        # defaults cannot be overwritten, so they need no such cross-check).
+        merge_request = bool(_get("CI_MERGE_REQUEST_IID", environ)) and (
+            environ.get("CI_COMMIT_REF_PROTECTED") != "true"
+        )
     return Context(True, login[0], login[1], manual and login[0] is not None, merge_request)
 
 

@@ -22,6 +22,8 @@ from urllib.parse import unquote
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tfship import safe_yaml
+from tfship.config import trust
+from tfship.config.committed import origin_of
 from tfship.errors import ConfigError
 from tfship.scan.findings import Finding, FindingKind
 
@@ -151,12 +153,29 @@ def _purl_matches(pattern: str, purl: str | None) -> bool:
     return (p_type, p_name) == (f_type, f_name) and (p_version is None or p_version == f_version)
 
 
+def _require_committed(path: Path) -> None:
+    # The allowlist decides what is not a finding: like a verdict field, in a CI job no person
+    # started it must be the committed file, not one an earlier job or step rewrote.
+    ctx = trust.context()
+    if not ctx.in_ci or ctx.may_set_verdict:
+        return
+    origin = origin_of(path, path.read_bytes())
+    if not origin.committed:
+        raise ConfigError(
+            f"the scan allowlist {path} is {origin.problem}; in a CI job no person started, "
+            "only the committed allowlist may decide what is not a finding",
+            hint="commit the allowlist change through a merge request (CODEOWNERS review), "
+            "and do not modify it in earlier jobs or steps",
+        )
+
+
 def load_allowlist(path: Path) -> Allowlist:
     """Read `path` (missing -> empty allowlist). Bad entries are a ConfigError naming them."""
     if not path.is_file():
         return Allowlist((), None)
     # tfship's strict loader: no aliases, no duplicate ids-as-keys, bounded size, UTF-8.
     raw: Any = safe_yaml.load_file(path)
+    _require_committed(path)
     if raw is None:
         return Allowlist((), path)
     if not isinstance(raw, dict):
