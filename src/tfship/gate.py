@@ -14,7 +14,9 @@ passed_with_override     0     checks failed, but `--override-reason` let it pas
 dry_run_failed           0     checks failed in run_mode dry_run: reported, pipeline goes on
 disabled                 0     run_mode disabled: no verdict; checks are recorded for reading
 (ConfigError)            3     no thresholds, unusable thresholds, empty override reason,
-                               an override in a CI job no person started
+                               an override in a CI job no person started; in CI, gate.change
+                               with no champion (no repository, or no label without
+                               gate.first_run)
 =======================  ====  ===============================================================
 
 gate.json records where each threshold came from (`source` on every check: the committed
@@ -235,6 +237,39 @@ def decide(
     return verdict, checks, record
 
 
+def _require_champion(cfg: PipelineConfig, metrics: dict[str, Any], environ: Any) -> None:
+    """In CI, change thresholds that found no champion fail safe instead of being skipped.
+
+    Without this, a CI job that was never given the model repository (or a variable pointing
+    the champion at an empty directory) passes every model that meets the absolute thresholds,
+    however much worse than the served one. Local runs and merge-request pipelines (nothing
+    they decide is deployed) report the first run as before.
+    """
+    gate = cfg.gate
+    if not gate.change or gate.run_mode == "disabled" or metrics.get("champion"):
+        return
+    ctx = trust.context(environ)
+    if not ctx.in_ci or ctx.merge_request:
+        return
+    note = metrics.get("champion_note") or "no champion was found"
+    if metrics.get("no_repository"):
+        raise ConfigError(
+            f"gate.change is configured but this CI job has no model repository to find the "
+            f"champion in: {note}",
+            hint="give the evaluate job the repository the deploy job publishes to "
+            "(TFSHIP_GATE_CHAMPION_REPOSITORY or serving.model_repository, with read "
+            "credentials); see docs/ci.md",
+        )
+    if not gate.first_run:
+        raise ConfigError(
+            f"gate.change is configured but there is no champion to compare with ({note}); "
+            "in CI that is refused unless this is the project's first deploy",
+            hint="for the first deploy commit `gate.first_run: true` to pipeline.yaml (remove "
+            "it once a model is labelled), or check gate.champion_repository and "
+            "gate.champion_label",
+        )
+
+
 def run_gate(
     cfg: PipelineConfig,
     run_dir: RunDir,
@@ -256,6 +291,7 @@ def run_gate(
     metrics = read_json(metrics_path)
     cand = metrics["candidate"]
     champ = metrics.get("champion")
+    _require_champion(cfg, metrics, environ)
     verdict, checks, override = decide(
         cfg.gate,
         cand["metrics"],

@@ -59,6 +59,7 @@ VERDICT_SAMPLES = {
     "gate.absolute": "{accuracy: {min: 0}}",
     "gate.change": "{}",
     "gate.champion_label": "canary",
+    "gate.first_run": "true",
     "scan.enabled": "false",
     "scan.fail_on": "CRITICAL",
     "scan.allowlist": "/tmp/allow-everything.yaml",
@@ -797,7 +798,8 @@ def test_in_ci_only_the_committed_allowlist_decides_what_is_not_a_finding(
     if change != "none":
         loosened = (
             committed
-            + "  - id: CVE-2024-9999\n    statement: accepted by a rewrite\n    expired_at: 2099-01-01\n"
+            + "  - id: CVE-2024-9999\n    statement: accepted by a rewrite\n"
+            + "    expired_at: 2099-01-01\n"
         )
         (repo / name).write_text(loosened)
     for key, value in {**job, "CI_PROJECT_DIR": str(repo)}.items():
@@ -808,3 +810,60 @@ def test_in_ci_only_the_committed_allowlist_decides_what_is_not_a_finding(
     with pytest.raises(ConfigError, match="only the committed allowlist") as exc:
         load_allowlist(repo / name)
     assert refused_with in str(exc.value)
+
+
+# --- Change thresholds that find no champion fail safe in CI (issue 15: "configured but no
+# champion reachable in CI is a failure, with an explicit setting for the first deploy") ----
+GITLAB_MR = {
+    **GITLAB_PUSH,
+    "CI_PIPELINE_SOURCE": "merge_request_event",
+    "CI_MERGE_REQUEST_IID": "3",
+}
+
+
+@pytest.mark.parametrize(
+    ("job", "lookup", "first_run_set", "refused_with"),
+    [
+        (GITLAB_PUSH, "no_repository", False, "no model repository"),
+        (GITLAB_PUSH, "no_repository", True, "no model repository"),
+        (GITLAB_PUSH, "first_run", False, "unless this is the project's first deploy"),
+        (GITLAB_PUSH, "first_run", True, None),
+        (GITLAB_PUSH, "champion", False, None),
+        ({**GITLAB_PUSH, "CI_JOB_MANUAL": "true"}, "first_run", False, "first deploy"),
+        (GITLAB_MR, "no_repository", False, None),
+        ({}, "first_run", False, None),
+    ],
+)
+def test_change_thresholds_without_a_champion_fail_safe_in_ci(
+    tmp_path: Path,
+    job: dict[str, str],
+    lookup: str,
+    first_run_set: bool,
+    refused_with: str | None,
+) -> None:
+    from tests.unit.test_gate import CHAMP, GOOD, metrics_doc
+    from tfship.fsutil import atomic_write_json
+    from tfship.gate import run_gate
+    from tfship.rundir import RunDir
+
+    run_dir = RunDir(tmp_path / "run").ensure()
+    doc = metrics_doc(GOOD, CHAMP if lookup == "champion" else None)
+    doc["no_repository"] = lookup == "no_repository"
+    atomic_write_json(run_dir.evaluation / "metrics.json", doc)
+    committed = {
+        "gate": {
+            "absolute": {"accuracy": {"min": 0.5}},
+            "change": {"accuracy": {"max_regression": 0.01}},
+            "first_run": first_run_set,
+        }
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(json.dumps(committed))
+    cfg = load_config(path, env={})  # as committed; the job context is what varies
+    if refused_with is None:
+        assert run_gate(cfg, run_dir, environ=job).verdict == "passed"
+        return
+    with pytest.raises(ConfigError, match=r"gate\.change is configured") as exc:
+        run_gate(cfg, run_dir, environ=job)
+    assert refused_with in str(exc.value)
+    assert not (run_dir.evaluation / "gate.json").exists()  # deploy finds no verdict

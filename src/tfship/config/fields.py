@@ -122,6 +122,7 @@ FIELDS: dict[str, tuple[Role, str]] = {
     ),
     "gate.champion_label": (V, "which labelled version is the champion"),
     "gate.latency_runs": (H, "how long latency is measured; it sets no threshold"),
+    "gate.first_run": (V, "lets the change thresholds find no champion in CI"),
     # scan
     "scan.enabled": (V, "whether `tfship run` scans at all"),
     "scan.fail_on": (V, "severity that fails the scan"),

@@ -80,6 +80,11 @@ class GateConfig(_Section):
     )
     champion_label: str = Field("stable", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     latency_runs: int = Field(50, ge=5, le=10000, description="timed calls per batch size")
+    first_run: bool = Field(
+        False,
+        description="the project's first deploy: in CI, gate.change may find no champion "
+        "(a reachable repository without the label); remove it once a model is labelled",
+    )
 
     @model_validator(mode="after")
     def _known_metrics(self) -> GateConfig:
