@@ -105,7 +105,21 @@ def _error(message: str) -> None:
     print(redact_text(message), file=sys.stderr)
 
 
+def project_on_path(cwd: str | None = None) -> None:
+    """Make the project's own modules importable (`model.builder: models:build`).
+
+    `python -m tfship` puts the working directory on sys.path, the `tfship` console script
+    does not, so a model module at the repository root failed to import in CI jobs and the
+    training image. Appended, not prepended: a project file named like a library (`yaml.py`)
+    must not shadow the library tfship imports.
+    """
+    cwd = os.getcwd() if cwd is None else cwd
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    project_on_path()
     # Redaction first: argparse errors and whatever the command modules log on import too.
     with redacting_logs():
         args = build_parser().parse_args(argv)
