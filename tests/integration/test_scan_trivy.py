@@ -68,6 +68,24 @@ def test_trivy_config_finds_the_expected_misconfigurations_in_a_bad_dockerfile(
 
 
 @needs_trivy
+def test_with_the_defaults_a_dockerfile_that_runs_as_root_fails_the_config_scan(
+    tmp_path: Path,
+) -> None:
+    # The default fail_on (CRITICAL) suits third-party CVEs; misconfigurations of the project's
+    # own files fail at HIGH (scan.fail_on_config), where Trivy rates DS-0002 (root user).
+    target = tmp_path / "root"
+    target.mkdir()
+    (target / "Dockerfile").write_text(
+        'FROM python:3.11.9-slim\nHEALTHCHECK CMD true\nCMD ["python"]\n'
+    )
+    cfg = _cfg(tmp_path)
+    assert cfg.scan.fail_on.value == "CRITICAL"
+    result = run_scan(cfg, RunDir(tmp_path / "run"), TargetKind.CONFIG, str(target))
+    assert "DS-0002" in {f.id for f in result.findings}
+    assert not result.passed and result.exit_code == 10
+
+
+@needs_trivy
 @pytest.mark.parametrize("dockerfile", ["train.Dockerfile", "test.Dockerfile"])
 def test_the_project_dockerfiles_pass_trivy_config_at_high(tmp_path: Path, dockerfile: str) -> None:
     source = REPO_ROOT / "docker" / dockerfile

@@ -60,6 +60,7 @@ VERDICT_SAMPLES = {
     "gate.change": "{}",
     "gate.champion_label": "canary",
     "gate.first_run": "true",
+    "scan.fail_on_config": "CRITICAL",
     "scan.enabled": "false",
     "scan.fail_on": "CRITICAL",
     "scan.allowlist": "/tmp/allow-everything.yaml",

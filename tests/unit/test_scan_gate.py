@@ -195,3 +195,27 @@ def test_scan_config_rejects_a_report_level_above_the_gate() -> None:
         load_config(None, env={}, overrides=["scan.fail_on=HIGH", "scan.report=CRITICAL"])
     cfg = load_config(None, env={"TFSHIP_SCAN_FAIL_ON": "high"})
     assert cfg.scan.fail_on is ScanSeverity.HIGH
+
+
+@pytest.mark.parametrize(
+    ("kind", "severity", "sets", "fails"),
+    [
+        ("misconfiguration", "HIGH", [], True),  # e.g. DS-0002, the Dockerfile runs as root
+        ("misconfiguration", "MEDIUM", [], False),
+        ("vulnerability", "HIGH", [], False),
+        ("vulnerability", "CRITICAL", [], True),
+        ("secret", "HIGH", [], False),
+        ("misconfiguration", "HIGH", ["scan.fail_on_config=CRITICAL"], False),
+        ("vulnerability", "HIGH", ["scan.fail_on=HIGH"], True),
+    ],
+)
+def test_misconfigurations_have_their_own_stricter_default_threshold(
+    kind: str, severity: str, sets: list[str], fails: bool
+) -> None:
+    scan = load_config(None, env={}, overrides=sets).scan
+    assert scan.fails(kind, ScanSeverity(severity)) is fails
+
+
+def test_the_report_level_must_cover_the_config_threshold_too() -> None:
+    with pytest.raises(ConfigError, match=r"scan\.fail_on_config"):
+        load_config(None, env={}, overrides=["scan.report=CRITICAL", "scan.fail_on_config=HIGH"])

@@ -125,6 +125,7 @@ FIELDS: dict[str, tuple[Role, str]] = {
     "gate.first_run": (V, "lets the change thresholds find no champion in CI"),
     # scan
     "scan.enabled": (V, "whether `tfship run` scans at all"),
+    "scan.fail_on_config": (V, "what counts as a failing misconfiguration"),
     "scan.fail_on": (V, "severity that fails the scan"),
     "scan.report": (H, "what is listed; never above fail_on"),
     "scan.allowlist": (V, "which accepted risks hide findings"),

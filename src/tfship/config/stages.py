@@ -172,7 +172,15 @@ class ScanConfig(_Section):
 
     enabled: bool = Field(True, description="run the scan stage in `tfship run`")
     fail_on: ScanSeverity = Field(
-        ScanSeverity.CRITICAL, description="findings at or above this severity fail (exit 10)"
+        ScanSeverity.CRITICAL,
+        description="vulnerabilities and secrets at or above this severity fail (exit 10)",
+    )
+    # Misconfigurations are the project's own files (Dockerfiles, manifests, workflows), fixed
+    # in the same merge request, and Trivy rates "runs as root" (DS-0002) HIGH: the CRITICAL
+    # that suits third-party CVEs would let it through.
+    fail_on_config: ScanSeverity = Field(
+        ScanSeverity.HIGH,
+        description="misconfigurations (`tfship scan config`) at or above this severity fail",
     )
     report: ScanSeverity = Field(
         ScanSeverity.HIGH, description="lowest severity listed in the reports and summary"
@@ -210,16 +218,23 @@ class ScanConfig(_Section):
     def _upper_severities(cls, data: Any) -> Any:
         if isinstance(data, dict):
             data = dict(data)
-            for key in ("fail_on", "report"):
+            for key in ("fail_on", "fail_on_config", "report"):
                 if isinstance(data.get(key), str):
                     data[key] = data[key].upper()
         return data
 
     @model_validator(mode="after")
     def _report_covers_gate(self) -> ScanConfig:
-        if self.report.rank > self.fail_on.rank:
-            raise ValueError(
-                f"scan.report ({self.report.value}) must not be above scan.fail_on "
-                f"({self.fail_on.value}): findings that fail the scan must appear in its report"
-            )
+        for name in ("fail_on", "fail_on_config"):
+            if self.report.rank > getattr(self, name).rank:
+                raise ValueError(
+                    f"scan.report ({self.report.value}) must not be above scan.{name} "
+                    f"({getattr(self, name).value}): findings that fail the scan must appear in "
+                    "its report"
+                )
         return self
+
+    def fails(self, kind: str, severity: ScanSeverity) -> bool:
+        """Does a finding of this kind and severity fail the scan?"""
+        limit = self.fail_on_config if kind == "misconfiguration" else self.fail_on
+        return severity.rank >= limit.rank

@@ -61,7 +61,7 @@ def evaluate(
         fail_on=scan.fail_on,
         report_level=scan.report,
         active=active,
-        blocking=tuple(f for f in active if f.severity.rank >= scan.fail_on.rank),
+        blocking=tuple(f for f in active if scan.fails(f.kind.value, f.severity)),
         reported=tuple(f for f in active if f.severity.rank >= scan.report.rank),
         suppressed=applied.suppressed,
         expired=applied.expired,

@@ -271,12 +271,13 @@ def run_scan_for_pipeline(
     else:
         skipped.append(f"{run_dir.export} does not exist (no export in this run)")
     result = PipelineScanResult(tuple(scans), tuple(skipped), str(summary_path(run_dir)))
-    blocking = [f for s in scans for f in s.findings if f.severity.rank >= cfg.scan.fail_on.rank]
+    blocking = [f for s in scans for f in s.findings if cfg.scan.fails(f.kind.value, f.severity)]
     if blocking:
         listed = "\n".join(f"  {f.severity.value} {f.label} [{f.location}]" for f in blocking[:15])
         raise ScanFindings(
             f"security scan found {len(blocking)} finding(s) at or above "
-            f"{cfg.scan.fail_on.value}:\n{listed}",
+            f"{cfg.scan.fail_on.value} (misconfigurations: {cfg.scan.fail_on_config.value})"
+            f":\n{listed}",
             hint=f"fix them, or accept a risk in {cfg.scan.allowlist} with a statement and "
             f"expired_at; details in {result.summary}",
         )
