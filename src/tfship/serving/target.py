@@ -14,13 +14,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tfship.artifacts import MODELS_CONFIG
-from tfship.config import PipelineConfig
+from tfship.config import PipelineConfig, trust
+from tfship.config.committed import WORKSPACE_VARIABLES
 from tfship.errors import ConfigError
 from tfship.redact import redact_url
 from tfship.serving import models_config
@@ -182,6 +184,30 @@ def _check_model_name(name: str) -> None:
         )
 
 
+def _refuse_throwaway_repository(to: str, repo_url: str) -> None:
+    """In CI, a deploy with no server must publish somewhere that outlives the job.
+
+    Without a REST URL a deploy only writes the model repository (a server that polls its
+    models.config picks it up). A local repository inside the job's checkout is discarded with
+    the job: the deploy would "succeed" and nothing would ever be served.
+    """
+    if "://" in repo_url or not trust.in_ci():
+        return
+    path = Path(repo_url).resolve()
+    workspaces = [Path(w).resolve() for name in WORKSPACE_VARIABLES if (w := os.environ.get(name))]
+    if not any(path.is_relative_to(w) for w in workspaces or [Path.cwd().resolve()]):
+        return
+    raise ConfigError(
+        f"deploy --to {to} has no serving target in this CI job: serving.rest_url is not set and "
+        f"the model repository {repo_url} lies inside the job's workspace, which is discarded "
+        "when the job ends, so nothing would be served",
+        hint=f"set TFSHIP_SERVING_REST_URL and TFSHIP_SERVING_GRPC_TARGET for the {to} "
+        "environment (Settings > CI/CD > Variables, environment-scoped), and "
+        "TFSHIP_SERVING_MODEL_REPOSITORY to the repository the server reads (s3://... or a "
+        "shared path); see docs/ci.md",
+    )
+
+
 def resolve(cfg: PipelineConfig, to: str | None = None) -> Target:
     s = cfg.serving
     env = None
@@ -214,6 +240,8 @@ def resolve(cfg: PipelineConfig, to: str | None = None) -> Target:
             hint="set serving.grpc_target (TFSHIP_SERVING_GRPC_TARGET), e.g. host:8500",
         )
     _check_model_name(cfg.project.model_name)
+    if to is not None and not rest_url:
+        _refuse_throwaway_repository(to, repo_url)
     repo = open_repository(repo_url, s3_endpoint_url=s.s3_endpoint_url)
     if "://" not in server_repo:
         from pathlib import Path
