@@ -224,3 +224,25 @@ def test_a_variable_value_is_yaml_and_text_that_is_not_yaml_stays_a_string(
     from tfship.safe_yaml import parse_value
 
     assert parse_value(raw, "TFSHIP_X") == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "sets", "enabled"),
+    [
+        ({"TFSHIP_BACKUP_URL": "s3://bucket/ckpt"}, [], True),  # the documented setup
+        ({}, ["backup.url=/mnt/shared/ckpt"], True),
+        ({"TFSHIP_BACKUP_URL": "s3://bucket/ckpt"}, ["backup.enabled=false"], False),
+        ({}, [], False),
+    ],
+)
+def test_a_backup_url_alone_turns_the_backup_on(
+    env: dict[str, str], sets: list[str], enabled: bool
+) -> None:
+    assert load_config(None, env=env, overrides=sets).backup.enabled is enabled
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/ckpt", "gs://bucket/ckpt", "file:///mnt/x"])
+def test_an_object_store_url_as_checkpoint_dir_is_refused_pointing_at_backup_url(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"checkpoint\.dir must be a local or mounted path") as e:
+        load_config(None, env={"TFSHIP_CHECKPOINT_DIR": url})
+    assert "backup.url" in str(e.value)

@@ -170,7 +170,25 @@ class TrainConfig(_Section):
 class CheckpointConfig(_Section):
     """Step-level checkpoints for resume after preemption."""
 
-    dir: Path | None = Field(None, description="default: <run dir>/checkpoints")
+    @model_validator(mode="before")
+    @classmethod
+    def _no_url_as_dir(cls, data: Any) -> Any:
+        # Path("s3://bucket/x") is the local folder "s3:/bucket/x": the checkpoints would stay
+        # in the job's workspace and a retry on another runner would start from step 0.
+        raw = data.get("dir") if isinstance(data, dict) else None
+        if isinstance(raw, str) and "://" in raw:
+            raise ValueError(
+                f"checkpoint.dir must be a local or mounted path, not a URL ({raw.split('://')[0]}"
+                "://...); to keep checkpoints in object storage set backup.url to it "
+                "(TFSHIP_BACKUP_URL): generations are copied there and restored on a retry"
+            )
+        return data
+
+    dir: Path | None = Field(
+        None,
+        description="a local or mounted path; default <run dir>/checkpoints; a set dir holds "
+        "<dir>/<run id>/. Object stores go in backup.url",
+    )
     every_steps: int | None = Field(100, ge=1, le=10**12)
     every_seconds: float | None = Field(None, gt=0, le=7 * DAY)
     keep: int = Field(3, ge=2, le=1000, description="generations kept (2-1000)")
@@ -187,7 +205,9 @@ class BackupConfig(_Section):
     starts fresh. Credentials come only from the environment (boto3's chain, OIDC web identity).
     """
 
-    enabled: bool = False
+    enabled: bool = Field(
+        False, description="default: on when backup.url is set (false turns it off explicitly)"
+    )
     url: str | None = Field(
         None,
         description="s3://bucket/prefix, gs://bucket/prefix (needs gcsfs) or a shared local path",
@@ -222,6 +242,15 @@ class BackupConfig(_Section):
         description="wait for pending uploads after SIGTERM (keep under the grace "
         "period: 30 s on GCE spot VMs and Kubernetes, 120 s on EC2 spot)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_when_url_given(cls, data: Any) -> Any:
+        # Documented setup: set TFSHIP_BACKUP_URL and a retried job resumes from it. Requiring
+        # a second switch made that silently do nothing.
+        if isinstance(data, dict) and data.get("enabled") is None and data.get("url"):
+            data = {**data, "enabled": True}
+        return data
 
     @model_validator(mode="after")
     def _url_required(self) -> BackupConfig:
