@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from tfship.artifacts import MANIFEST
-from tfship.config import DataConfig, DataSource, PipelineConfig
-from tfship.data import IMAGE_SUFFIXES, TFRECORD_SUFFIXES, FileEntry
-from tfship.errors import ConfigError, DataError, ExitCode
+from tfship.config import DataSource, PipelineConfig
+from tfship.data import FileEntry
+from tfship.errors import ConfigError, ExitCode
 from tfship.fsutil import atomic_write_json
 from tfship.rundir import RunDir
 
@@ -38,35 +38,16 @@ class DataSnapshot:
     files: tuple[FileEntry, ...]
 
 
-def _data_files(dcfg: DataConfig) -> tuple[Path, list[Path]]:
-    from tfship.data.loaders import require_path
-
-    root = require_path(dcfg)
-    if dcfg.source == DataSource.IMAGE_FOLDER:
-        if not root.is_dir():
-            raise DataError(f"data.path {root} is not a directory; image_folder expects one")
-        classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        files = [p for d in classes for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
-    elif dcfg.source == DataSource.TFRECORD:
-        files = (
-            [p for p in root.rglob("*") if p.suffix.lower() in TFRECORD_SUFFIXES]
-            if root.is_dir()
-            else [root]
-        )
-    else:
-        files = [root]
-    return root, files
-
-
 def scan(cfg: PipelineConfig) -> DataSnapshot:
     """Fingerprint and manifest of `cfg.data` as it is now (files hashed, nothing decoded)."""
-    from tfship.data.loaders import file_manifest, load_demo, manifest_bytes
+    from tfship.data.files import file_manifest, manifest_bytes, source_files
+    from tfship.data.loaders import load_demo
 
     if cfg.data.source == DataSource.DEMO:
         # Built-in data has no files; its fingerprint is the content hash the loader makes.
         content = load_demo(cfg.data)[3]
         return DataSnapshot(hashlib.sha256(content).hexdigest(), ())
-    root, files = _data_files(cfg.data)
+    root, files = source_files(cfg.data)  # the loaders' rules: no FIFO is ever opened
     manifest = file_manifest(root, files)
     return DataSnapshot(hashlib.sha256(manifest_bytes(manifest)).hexdigest(), tuple(manifest))
 
@@ -117,7 +98,7 @@ class Baseline:
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nesting bombs
         raise ConfigError(f"--since {path}: cannot read it as JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"--since {path}: expected a JSON object")
@@ -134,11 +115,28 @@ def _from_json(path: Path) -> Baseline:
         )
     files = data.get("files")
     entries = (
-        tuple(FileEntry(str(f["path"]), int(f["size"]), str(f["sha256"])) for f in files)
-        if isinstance(files, list)
-        else None
+        tuple(_entry(f, path, i) for i, f in enumerate(files)) if isinstance(files, list) else None
     )
     return Baseline(str(path), fingerprint, entries)
+
+
+def _entry(record: Any, path: Path, i: int) -> FileEntry:
+    """One file of a recorded manifest: {"path": str, "size": int >= 0, "sha256": str}."""
+    ok = (
+        isinstance(record, dict)
+        and isinstance(record.get("path"), str)
+        and isinstance(record.get("size"), int)
+        and not isinstance(record.get("size"), bool)
+        and record["size"] >= 0
+        and isinstance(record.get("sha256"), str)
+    )
+    if not ok:
+        raise ConfigError(
+            f"--since {path}: files[{i}] is not a file entry. Received: {str(record)[:120]}; "
+            'expected {"path": "...", "size": <bytes>, "sha256": "..."}',
+            hint="pass a data.manifest.json written by `tfship data` or `tfship data snapshot`",
+        )
+    return FileEntry(record["path"], record["size"], record["sha256"])
 
 
 def load_baseline(cfg: PipelineConfig, since: str) -> Baseline | None:

@@ -16,7 +16,6 @@ import datetime as _dt
 import logging
 import os
 import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -27,13 +26,15 @@ from typing import Any
 import numpy as np
 
 from tfship import env
-from tfship.artifacts import MANIFEST, WARMUP, numeric_versions
+from tfship.artifacts import MANIFEST, WARMUP
 from tfship.config import PipelineConfig
 from tfship.datachange import EXPORT_DATA_MANIFEST, MANIFEST_FILE
-from tfship.errors import DataError, ModelError
+from tfship.errors import ConfigError, DataError, ModelError
+from tfship.export_meta import MAX_VERSION, check_version, git_info, next_version
 from tfship.fsutil import atomic_write_json, read_json
 from tfship.rundir import RunDir
 from tfship.verify import (  # verify_export is part of this stage's API too
+    MAX_TOLERANCE,
     MAX_WARMUP_RECORDS,
     SIGNATURE,
     VerifyResult,
@@ -43,7 +44,16 @@ from tfship.verify import (  # verify_export is part of this stage's API too
     verify_export,
 )
 
-__all__ = ["ExportResult", "VerifyResult", "export_savedmodel", "run_export", "verify_export"]
+__all__ = [
+    "MAX_VERSION",
+    "ExportResult",
+    "VerifyResult",
+    "check_version",
+    "export_savedmodel",
+    "next_version",
+    "run_export",
+    "verify_export",
+]
 
 log = logging.getLogger(__name__)
 
@@ -81,38 +91,6 @@ class ExportResult:
 
 
 # --- export --------------------------------------------------------------------------------
-
-
-def next_version(export_root: Path, scheme: str) -> int:
-    """The version a new export gets. Never below one more than what the run already holds."""
-    following = max(numeric_versions(export_root), default=0) + 1
-    if scheme == "timestamp":
-        # Every CI run starts from an empty run directory; a sequential number would be "1"
-        # each time and collide with the version published by the previous pipeline.
-        return max(int(time.time()), following)
-    return following
-
-
-def _git_info() -> dict[str, Any]:
-    def git(*args: str) -> str | None:
-        try:
-            proc = subprocess.run(
-                ["git", *args], capture_output=True, text=True, timeout=10, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return proc.stdout.strip() if proc.returncode == 0 else None
-
-    ci = env.ci_context()
-    # CI checkouts are detached; the CI variables name the branch the pipeline ran for.
-    ref = (
-        ci.get("CI_COMMIT_REF_NAME")
-        or ci.get("GITHUB_REF_NAME")
-        or git("rev-parse", "--abbrev-ref", "HEAD")
-    )
-    commit = git("rev-parse", "HEAD") or ci.get("CI_COMMIT_SHA") or ci.get("GITHUB_SHA")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"commit": commit, "ref": ref, "dirty": bool(status) if status is not None else None}
 
 
 def _signature_function(model: Any) -> Any:
@@ -160,6 +138,12 @@ def _pixels(name: str, x: np.ndarray, min_rows: int) -> np.ndarray:
             f"{name} must be float32 [n, height, width, channels] with n >= "
             f"{min_rows}; received shape {list(x.shape)}"
         )
+    if not np.all(np.isfinite(x)):
+        raise DataError(
+            f"{name} holds {int(np.sum(~np.isfinite(x)))} NaN/Inf pixel value(s); expected "
+            "finite raw pixels in [0, 255]",
+            hint="golden and warmup requests come from the validation data: fix the data",
+        )
     return x
 
 
@@ -203,6 +187,11 @@ def export_savedmodel(
             hint="lower export.warmup_requests",
         )
     tol = cfg.export.tolerance
+    if not 0 < tol <= MAX_TOLERANCE:  # verify_export would refuse the export after writing it
+        raise ConfigError(
+            f"export.tolerance must be in (0, {MAX_TOLERANCE:g}]. Received: {tol}",
+            hint="golden outputs are probabilities in [0, 1]: e.g. export.tolerance: 1e-4",
+        )
     serve = _signature_function(model)
     try:
         reference = {k: v.numpy() for k, v in serve(tf.constant(golden_x)).items()}
@@ -220,9 +209,9 @@ def export_savedmodel(
 
     root = run_dir.export
     root.mkdir(parents=True, exist_ok=True)
-    version = version or cfg.export.version
+    version = cfg.export.version if version is None else version
     explicit = version is not None
-    version = version or next_version(root, cfg.export.version_scheme)
+    version = check_version(version) if explicit else next_version(root, cfg.export.version_scheme)
     if (root / str(version)).exists():
         raise ModelError(
             f"{root / str(version)} already exists; an exported version is never overwritten",
@@ -249,7 +238,7 @@ def export_savedmodel(
             model_name=cfg.project.model_name,
             version=version,
             created_at=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            git=_git_info(),
+            git=git_info(),
             ci=env.ci_context(),
             image_digest=cfg.export.image_digest,
             tensorflow=tf.__version__,

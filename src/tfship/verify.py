@@ -26,7 +26,7 @@ import numpy as np
 from tfship.artifacts import MANIFEST, WARMUP, read_manifest
 from tfship.datachange import EXPORT_DATA_MANIFEST
 from tfship.errors import ModelError
-from tfship.serving.golden import compare, golden_inputs
+from tfship.serving.golden import check_manifest, compare, golden_inputs
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ SIGNATURE = "serving_default"
 # TF Serving refuses to load a model whose warmup file holds more records (WarmupConsts).
 MAX_WARMUP_RECORDS = 1000
 CPP_LOADER_TIMEOUT = 300.0
+MAX_TOLERANCE = 1.0  # export.tolerance's bound: a wider one would let any model's outputs pass
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,46 @@ def describe_signature(sig: Any) -> dict[str, Any]:
 
 
 # --- checks --------------------------------------------------------------------------------
+
+
+def golden_tolerance(tolerance: float | None, manifest: Mapping[str, Any], where: Path) -> float:
+    """The tolerance to replay with: > 0, finite and at most MAX_TOLERANCE, else ModelError."""
+    raw = tolerance if tolerance is not None else manifest["golden"].get("tolerance")
+    try:
+        tol = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        tol = float("nan")
+    if not 0 < tol <= MAX_TOLERANCE:  # NaN fails too
+        raise ModelError(
+            f"{where}: golden tolerance must be a number in (0, {MAX_TOLERANCE:g}]. "
+            f"Received: {str(raw)[:40]}",
+            hint="re-export the model (`tfship export`), or pass a tolerance within the range",
+        )
+    return tol
+
+
+def check_golden_arrays(manifest: Mapping[str, Any], export_dir: Path) -> None:
+    """Golden inputs and outputs: rectangular, finite numbers, one row per request each."""
+    rows = set()
+    for side in ("inputs", "outputs"):
+        for name, value in manifest["golden"][side].items():
+            try:
+                arr = np.asarray(value, dtype=np.float64)
+            except (TypeError, ValueError):
+                arr = None
+            if arr is None or arr.ndim == 0 or not np.all(np.isfinite(arr)):
+                raise ModelError(
+                    f"{export_dir / MANIFEST}: golden {side} '{name}' is not a rectangular "
+                    "array of finite numbers",
+                    hint="re-export (never edit an export)",
+                )
+            rows.add(len(arr))
+    if len(rows) != 1:
+        raise ModelError(
+            f"{export_dir / MANIFEST}: golden inputs and outputs disagree on the number of "
+            f"requests ({sorted(rows)})",
+            hint="re-export (never edit an export)",
+        )
 
 
 def require_finite(outputs: Mapping[str, np.ndarray], where: str) -> None:
@@ -201,20 +242,34 @@ def _python_replay(export_dir: Path, manifest: Mapping[str, Any], tol: float) ->
             f"{export_dir}: signature {described} differs from the manifest's "
             f"{manifest['signature']}"
         )
-    outputs = {
-        k: v.numpy()
-        for k, v in sig(**{k: tf.constant(v) for k, v in golden_inputs(manifest).items()}).items()
-    }
+    try:
+        feeds = {k: tf.constant(v) for k, v in golden_inputs(manifest).items()}
+        outputs = {k: v.numpy() for k, v in sig(**feeds).items()}
+    except Exception as exc:  # names, dtypes or shapes the signature does not take
+        raise ModelError(
+            f"{export_dir}: the manifest's golden inputs do not fit '{SIGNATURE}': "
+            f"{type(exc).__name__}: {str(exc)[:300]}",
+            hint="the SavedModel and its manifest disagree; re-export (never edit an export)",
+        ) from None
     diff = check_golden(manifest, outputs, tol, "tf.saved_model.load")
-    records = read_warmup(export_dir / WARMUP)
+    try:
+        records = read_warmup(export_dir / WARMUP)
+    except ModelError:
+        raise
+    except Exception as exc:  # a damaged file: TF's DataLossError, protobuf's DecodeError, ...
+        raise ModelError(
+            f"{export_dir / WARMUP} cannot be read as PredictionLog records: "
+            f"{type(exc).__name__}: {str(exc)[:300]}",
+            hint="TF Serving would fail to load this version; re-export",
+        ) from None
     if len(records) > MAX_WARMUP_RECORDS:
         raise ModelError(
             f"{export_dir / WARMUP} has {len(records)} records; TF Serving refuses "
             f"to load a model with more than {MAX_WARMUP_RECORDS}"
         )
     if records:
-        batch = {name: np.concatenate([r[name] for r in records]) for name in records[0]}
         try:
+            batch = {name: np.concatenate([r[name] for r in records]) for name in records[0]}
             warm = sig(**{k: tf.constant(v) for k, v in batch.items()})
         except Exception as exc:  # a failing warmup record makes TF Serving fail the load
             raise ModelError(f"{export_dir / WARMUP}: warmup requests fail: {exc}") from exc
@@ -253,8 +308,17 @@ def verify_export(
     `tolerance` defaults to the manifest's `golden.tolerance`.
     """
     export_dir = Path(export_dir)
-    manifest = read_manifest(export_dir)
-    tol = float(tolerance if tolerance is not None else manifest["golden"]["tolerance"])
+    try:
+        raw = read_manifest(export_dir)
+    except RecursionError:  # json's answer to a nesting bomb
+        raise ModelError(f"{export_dir / MANIFEST} is nested too deeply to be a manifest") from None
+    # A numeric directory is the version TF Serving would load it as: the manifest must agree.
+    named = (
+        int(export_dir.name) if export_dir.name.isascii() and export_dir.name.isdigit() else None
+    )
+    manifest = check_manifest(raw, version=named, where=str(export_dir))
+    check_golden_arrays(manifest, export_dir)
+    tol = golden_tolerance(tolerance, manifest, export_dir)
     require_finite(
         {k: np.asarray(v, dtype=np.float64) for k, v in manifest["golden"]["outputs"].items()},
         f"{export_dir / MANIFEST} golden",

@@ -398,3 +398,107 @@ def test_run_export_copies_the_runs_data_manifest_or_builds_it_from_the_data(
     assert json.loads(
         (copied.export_dir / "assets.extra" / "tfship-data-manifest.json").read_text()
     ) == json.loads((run_dir.root / "data.manifest.json").read_text())
+
+
+def _set(path: str, value: Any):
+    def mutate(m: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node = m
+        for key in parents:
+            node = node[key]
+        node[last] = value
+
+    return mutate
+
+
+def _tamper_output_and(path: str, value: Any):
+    def mutate(m: dict[str, Any]) -> None:
+        m["golden"]["outputs"]["probabilities"][0][0] += 0.5
+        _set(path, value)(m)
+
+    return mutate
+
+
+TAMPERED_MANIFESTS = [
+    ("empty golden outputs", _set("golden.outputs", {}), "/golden/outputs"),
+    ("empty golden inputs", _set("golden.inputs", {}), "/golden/inputs"),
+    ("an empty golden batch", _set("golden.outputs.probabilities", []), "/golden/outputs"),
+    (
+        "a NaN golden output",
+        _set("golden.outputs.probabilities", [[float("nan")] * 3] * 4),
+        "nan is not a finite number",
+    ),
+    (
+        "a NaN tolerance hiding a tampered output",
+        _tamper_output_and("golden.tolerance", "NaN"),
+        "tolerance",
+    ),
+    (
+        "a huge tolerance hiding a tampered output",
+        _tamper_output_and("golden.tolerance", 1e9),
+        "golden tolerance must be a number in (0, 1]",
+    ),
+    ("a negative version", _set("version", -5), "/version"),
+    ("a version beyond int64", _set("version", 2**64), "/version"),
+    ("a version that is text", _set("version", "1; rm"), "/version"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "mutate", "fragment"), TAMPERED_MANIFESTS, ids=[c[0] for c in TAMPERED_MANIFESTS]
+)
+def test_verify_export_refuses_a_tampered_manifest_with_exit_6(
+    case: str, mutate: Any, fragment: str, run_dir: RunDir, tmp_path: Path
+) -> None:
+    good = export(tiny_model(), run_dir)
+    copy = tmp_path / "copy"
+    shutil.copytree(good.export_dir, copy)
+    path = copy / "assets.extra" / "tfship-manifest.json"
+    m = json.loads(path.read_text())
+    mutate(m)
+    path.write_text(json.dumps(m).replace('"NaN"', "NaN"))
+    with pytest.raises(ModelError) as err:
+        export_mod.verify_export(copy)
+    assert fragment in str(err.value)
+    assert err.value.exit_code == 6
+
+
+def test_export_verify_only_exits_6_on_a_manifest_claiming_version_0(
+    run_dir: RunDir, capsys: Any
+) -> None:
+    from tfship.cli import main
+
+    good = export(tiny_model(), run_dir)
+    path = good.export_dir / "assets.extra" / "tfship-manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "version": 0}))
+    assert main(["export", "--verify-only", str(good.export_dir)]) == 6
+    err = capsys.readouterr().err
+    assert "/version" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("version", [-5, 2**63, 2**70])
+def test_an_export_version_outside_int64_is_refused_and_leaves_no_version(
+    version: int, run_dir: RunDir
+) -> None:
+    from tfship.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"integer in \[1, 2\*\*63 - 1\]"):
+        export(tiny_model(), run_dir, version=version)
+    assert entries(run_dir) == []
+
+
+def test_golden_pixels_that_are_not_finite_are_refused_before_export(run_dir: RunDir) -> None:
+    bad = pixels(4)
+    bad[1, 2, 3, 0] = np.nan
+    with pytest.raises(DataError, match="golden_x holds 1 NaN/Inf pixel"):
+        export_mod.export_savedmodel(
+            tiny_model(),
+            cfg=PipelineConfig.model_validate({"export": {"version_scheme": "sequential"}}),
+            run_dir=run_dir,
+            class_names=["a", "b", "c"],
+            golden_x=bad,
+            warmup_x=pixels(2),
+            training_summary={},
+            data_fingerprint="f" * 64,
+        )
+    assert entries(run_dir) == []

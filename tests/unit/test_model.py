@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tfship.config import ModelConfig
-from tfship.errors import ConfigError
+from tfship.errors import ModelError
 from tfship.model import build_model, small_cnn
 
 
@@ -40,15 +40,15 @@ def test_build_model_calls_a_user_builder_named_module_colon_function():
 @pytest.mark.parametrize(
     ("builder", "options", "fragment"),
     [
-        ("tests.unit.no_such_module:build", {}, "module 'tests.unit.no_such_module' cannot be"),
+        ("tests.unit.no_such_module:build", {}, "module 'tests.unit.no_such_module' not found"),
         ("tests.unit.user_models:missing", {}, "has no function 'missing'"),
-        ("tests.unit.user_models:NOT_CALLABLE", {}, "has no function 'NOT_CALLABLE'"),
+        ("tests.unit.user_models:NOT_CALLABLE", {}, "'NOT_CALLABLE' in module"),
         ("tests.unit.user_models:not_a_model", {}, "returned dict; expected a keras.Model"),
         ("tests.unit.user_models:tiny_mlp", {"widht": 3}, "does not accept these arguments"),
     ],
 )
-def test_build_model_reports_a_bad_builder_as_config_error(builder, options, fragment):
-    with pytest.raises(ConfigError) as err:
+def test_build_model_reports_a_bad_builder_as_model_error(builder, options, fragment):
+    with pytest.raises(ModelError) as err:
         build_model(ModelConfig(builder=builder, options=options), (8, 8, 1), 10)
     assert fragment in str(err.value)
     assert builder in str(err.value)
@@ -68,3 +68,9 @@ def test_default_small_cnn_reaches_95_percent_test_accuracy_on_digits(tmp_path):
     model, _ = restore_for_export(cfg, RunDir(tmp_path), which="best")
     predicted = model.predict(splits.x_test, verbose=0).argmax(axis=-1)
     assert float((predicted == splits.y_test).mean()) >= 0.95
+
+
+def test_build_model_accepts_a_subclassed_model_that_builds_on_first_call():
+    cfg = ModelConfig(builder="tests.unit.user_models:subclassed")
+    model = build_model(cfg, (8, 8, 1), 4)
+    assert model(np.zeros((1, 8, 8, 1), np.float32)).shape == (1, 4)

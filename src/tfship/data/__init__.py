@@ -16,12 +16,9 @@ from typing import Any
 import numpy as np
 
 from tfship.config import PipelineConfig
-from tfship.data.loaders import (
-    IMAGE_SUFFIXES,
-    LOADERS,
-    TFRECORD_SUFFIXES,
-    FileEntry,
-)
+from tfship.data.files import IMAGE_SUFFIXES, TFRECORD_SUFFIXES, FileEntry
+from tfship.data.labels import check_class_sizes, check_pixels, index_labels
+from tfship.data.loaders import LOADERS
 from tfship.errors import DataError
 from tfship.fsutil import atomic_write_json
 from tfship.rundir import RunDir
@@ -83,27 +80,16 @@ class DataResult:
         )
 
 
-def _index_labels(raw: list[Any]) -> tuple[np.ndarray, tuple[str, ...]]:
-    uniq = set(raw)
-    # Integer labels sort numerically ("2" before "10"); anything else sorts as text.
-    try:
-        ordered = sorted(
-            uniq, key=lambda v: (0, int(v)) if str(v).lstrip("-").isdigit() else (1, str(v))
-        )
-    except ValueError:
-        ordered = sorted(uniq, key=str)
-    names = tuple(str(v) for v in ordered)
-    index = {v: i for i, v in enumerate(ordered)}
-    return np.asarray([index[v] for v in raw], dtype=np.int64), names
-
-
 def load_splits(cfg: PipelineConfig) -> Splits:
     """Load `cfg.data`, shuffle with `cfg.run.seed` and split train/validation/test."""
     from sklearn.model_selection import train_test_split
 
     dcfg = cfg.data
     x, raw_labels, manifest, content = LOADERS[dcfg.source](dcfg)
-    y, class_names = _index_labels(raw_labels)
+    if len(x) != len(raw_labels):
+        raise DataError(f"{len(x)} images but {len(raw_labels)} labels; they must match")
+    check_pixels(x)
+    y, class_names = index_labels(raw_labels)
     if len(class_names) < 2:
         raise DataError(f"data has {len(class_names)} class(es); a classifier needs at least 2")
     fingerprint = hashlib.sha256(content).hexdigest()
@@ -112,6 +98,7 @@ def load_splits(cfg: PipelineConfig) -> Splits:
         keep = np.random.default_rng(seed).permutation(len(x))[: dcfg.limit]
         keep.sort()
         x, y = x[keep], y[keep]
+    check_class_sizes(y, class_names)
     counts = Counter(y.tolist())
     n_eval = dcfg.validation_fraction + dcfg.test_fraction
     # Stratify when every class can appear in each split; tiny classes make sklearn refuse.
