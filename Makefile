@@ -9,16 +9,33 @@ export TF_ENABLE_ONEDNN_OPTS ?= 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint lint-ci ci-local ci-local-setup bench clean setup
+.PHONY: demo test test-fast lint lint-ci ci-local ci-local-setup bench clean setup lock
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-cpu.txt requirements-serving-api.txt requirements-dev.txt pyproject.toml
+# Everything from the hashed lock (runtime + tensorflow-cpu + CI tools), nothing unpinned: see
+# ci/install-deps, which installs the same way in CI.
+$(STAMP): requirements-cpu.lock requirements-serving-api.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-cpu.txt -r requirements-dev.txt
-	$(BIN)/python -m pip install -q --no-deps -r requirements-serving-api.txt
-	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip install -q --require-hashes -r requirements-cpu.lock
+	$(BIN)/python -m pip install -q --no-deps --require-hashes -r requirements-serving-api.txt
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+## Regenerate the hashed locks after editing requirements*.txt (uv, pinned, in a throwaway venv).
+## With CI tools: requirements-cpu.lock (plain Python: + tensorflow-cpu), requirements-dev.lock
+## (images that ship TensorFlow). Runtime only (deploy jobs, the training image): requirements.lock
+## (TensorFlow from the image), requirements-runtime-cpu.lock (+ tensorflow-cpu).
+LOCK_TOOL := build/lock-venv/bin/uv
+LOCK_ARGS := --universal --python-version 3.11 --generate-hashes
+$(LOCK_TOOL):
+	$(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/python -m pip install -q uv==0.13.9
+lock: $(LOCK_TOOL)
+	$(LOCK_TOOL) pip compile -q $(LOCK_ARGS) requirements.txt requirements-build.txt requirements-dev.txt requirements-cpu.txt -o requirements-cpu.lock
+	$(LOCK_TOOL) pip compile -q $(LOCK_ARGS) requirements.txt requirements-build.txt requirements-dev.txt -c requirements-cpu.lock -o requirements-dev.lock
+	$(LOCK_TOOL) pip compile -q $(LOCK_ARGS) requirements.txt requirements-build.txt -c requirements-cpu.lock -o requirements.lock
+	$(LOCK_TOOL) pip compile -q $(LOCK_ARGS) requirements.txt requirements-build.txt requirements-cpu.txt -c requirements-cpu.lock -o requirements-runtime-cpu.lock
 
 ## The main job: the whole pipeline locally on the built-in demo data.
 demo: $(STAMP)

@@ -2,6 +2,9 @@
 # CPU image for the unit-test job: the TensorFlow CPU image plus the pinned test tooling, so
 # the job skips its installs (set TFSHIP_CI_IMAGE to this image and TFSHIP_SKIP_INSTALL=true).
 ARG TF_VERSION=2.21.0
+# Pin the base by digest as well (--build-arg TF_BASE_DIGEST=sha256:...; for 2.21.0 on linux/amd64
+# sha256:f325279f01a3e742a1285d8d736b7e600f72ccf8b55cc19ee0a90b8cbfce4c7a). Not a default here:
+# Renovate moves ARG TF_VERSION, and a stale default digest would silently keep the old base.
 ARG TF_BASE_DIGEST=""
 FROM tensorflow/tensorflow:${TF_VERSION}${TF_BASE_DIGEST:+@${TF_BASE_DIGEST}}
 
@@ -32,13 +35,14 @@ RUN groupadd --gid 10001 tfship \
 
 WORKDIR /app
 
-COPY requirements.txt requirements-dev.txt requirements-serving-api.txt ./
+# Runtime + test tools from the hashed lock (TensorFlow is the base image's).
+COPY requirements-dev.lock requirements-serving-api.txt ./
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python3 -m pip install -r requirements.txt -r requirements-dev.txt \
-    && python3 -m pip install --no-deps -r requirements-serving-api.txt
+    python3 -m pip install --require-hashes -r requirements-dev.lock \
+    && python3 -m pip install --no-deps --require-hashes -r requirements-serving-api.txt
 
 COPY --chown=tfship:tfship . ./
-RUN python3 -m pip install --no-cache-dir --no-deps -e . \
+RUN python3 -m pip install --no-cache-dir --no-deps --no-build-isolation -e . \
     && chown -R tfship:tfship /app
 
 USER 10001:10001

@@ -40,17 +40,19 @@ RUN groupadd --gid 10001 tfship \
 
 WORKDIR /app
 
-# Requirements first: this layer is rebuilt only when a requirements file changes.
-COPY requirements.txt requirements-serving-api.txt ./
+# Requirements first: this layer is rebuilt only when the lock changes. Runtime only (no test or
+# lint tool), every package pinned and checked against its hash; TensorFlow is the base image's.
+COPY requirements.lock requirements-serving-api.txt ./
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python3 -m pip install -r requirements.txt \
-    && python3 -m pip install --no-deps -r requirements-serving-api.txt
+    python3 -m pip install --require-hashes -r requirements.lock \
+    && python3 -m pip install --no-deps --require-hashes -r requirements-serving-api.txt
 
-# Source last: a code-only change invalidates only the layers from here on.
+# Source last: a code-only change invalidates only the layers from here on. Built with the
+# locked setuptools (--no-build-isolation): nothing unpinned is downloaded for the build.
 COPY pyproject.toml README.md* ./
 COPY src/ ./src/
 COPY ci/gpu-preflight ./ci/gpu-preflight
-RUN python3 -m pip install --no-cache-dir --no-deps . \
+RUN python3 -m pip install --no-cache-dir --no-deps --no-build-isolation . \
     && tfship --version
 
 USER 10001:10001

@@ -84,16 +84,21 @@ def evaluate(expression: str, context: dict[str, object]) -> object:
 
 
 def caller_jobs(
-    doc: dict, event: str, data_changed: bool | None, gate_exit: str = "0"
+    doc: dict, event: str, data_changed: bool | None, gate_exit: str = "0", protected: bool = True
 ) -> dict[str, dict]:
     """The jobs of a caller workflow that run for `event`, evaluating their `if:` in order.
 
     `data_changed`: what the data check reports (tfship data changed: exit 0 -> True, 12 -> False).
     `gate_exit`: the exit code `tfship evaluate` reports when `train` ran (its gate-exit-code).
+    `protected`: github.ref_protected, whether the ref is a protected branch.
     A job without `if:` runs when every job it needs ran (implicit success()).
     """
     ran: dict[str, bool] = {}
-    context: dict[str, object] = {"github.event_name": event, "github.repository_owner": "owner"}
+    context: dict[str, object] = {
+        "github.event_name": event,
+        "github.repository_owner": "owner",
+        "github.ref_protected": protected,
+    }
     jobs = doc["jobs"]
     pending = list(jobs)
     while pending:
@@ -122,7 +127,12 @@ def _needs(job: dict) -> list[str]:
 
 
 def expand(
-    path: Path, event: str, prefix: str = "", data_changed: bool | None = None, gate_exit: str = "0"
+    path: Path,
+    event: str,
+    prefix: str = "",
+    data_changed: bool | None = None,
+    gate_exit: str = "0",
+    protected: bool = True,
 ) -> dict[str, dict]:
     """Jobs that run for `event`, reusable workflows expanded to `<caller>/<job>`."""
     out: dict[str, dict] = {}
@@ -130,7 +140,7 @@ def expand(
     jobs = (
         doc["jobs"]
         if path.name.startswith("_")
-        else caller_jobs(doc, event, data_changed, gate_exit)
+        else caller_jobs(doc, event, data_changed, gate_exit, protected)
     )
     for name, job in jobs.items():
         uses = job.get("uses", "")
@@ -142,12 +152,17 @@ def expand(
 
 
 def pipeline(
-    event: str, branch: str | None, data_changed: bool | None = None, gate_exit: str = "0"
+    event: str,
+    branch: str | None,
+    data_changed: bool | None = None,
+    gate_exit: str = "0",
+    protected: bool = True,
 ) -> dict[str, dict]:
+    """Jobs of every workflow `event` on `branch` starts; `protected`: github.ref_protected."""
     jobs: dict[str, dict] = {}
     for path in FILES:
         if not path.name.startswith("_") and runs_for(load(path), event, branch):
-            expanded = expand(path, event, "", data_changed, gate_exit)
+            expanded = expand(path, event, "", data_changed, gate_exit, protected)
             jobs.update({f"{path.stem}:{k}": v for k, v in expanded.items()})
     return jobs
 
@@ -211,7 +226,10 @@ TABLE = [
 def test_event_runs_exactly_the_expected_jobs(
     event: str, branch: str | None, data_changed: bool | None, expected: set
 ) -> None:
-    assert set(pipeline(event, branch, data_changed)) == expected
+    # the branches this table trains on (main, release/1.0, the default) are protected; the
+    # unprotected ones are tests/security/test_pipelines.py's
+    protected = not (branch or "").startswith("feature/")
+    assert set(pipeline(event, branch, data_changed, protected=protected)) == expected
 
 
 def test_data_check_maps_exit_codes_and_fails_on_anything_else() -> None:
@@ -289,10 +307,12 @@ def test_only_deploy_jobs_hold_an_environment_and_production_needs_a_person() ->
         load(WORKFLOWS / "train.yml")["jobs"]["deploy-staging"]["with"]["environment"] == "staging"
     )
     # the queue is the deploy job's, so train.yml's staging deploy and deploy.yml share it; the
-    # same group at workflow level as well would deadlock
+    # same group at workflow level as well would deadlock. A rollback has a group of its own
+    # per run: GitHub cancels an older pending job of a group, never a pending rollback.
     job = load(WORKFLOWS / "_deploy.yml")["jobs"]["deploy"]
     assert job["concurrency"] == {
-        "group": "deploy-${{ inputs.environment }}",
+        "group": "${{ inputs.action == 'rollback' && format('rollback-{0}-{1}', "
+        "inputs.environment, github.run_id) || format('deploy-{0}', inputs.environment) }}",
         "cancel-in-progress": False,
     }
     assert "concurrency" not in deploy
@@ -327,7 +347,9 @@ def test_gate_outcome_leaves_the_train_workflow_as_outputs_of_the_evaluate_job()
         "verdict": "${{ steps.gate.outputs.verdict }}",
     }
     staging = load(WORKFLOWS / "train.yml")["jobs"]["deploy-staging"]
-    assert staging["if"] == "${{ needs.train.outputs.gate-exit-code == '0' }}"
+    assert staging["if"] == (
+        "${{ needs.train.outputs.gate-exit-code == '0' && github.ref_protected }}"
+    )
 
 
 def test_deploy_checks_the_train_runs_provenance_before_downloading_its_artifacts() -> None:
@@ -441,7 +463,12 @@ def test_concurrency_groups_start_with_a_literal_prefix(path: Path) -> None:
     elif not path.name.startswith("_"):
         pytest.fail(f"{path.name} has no concurrency group")
     for group in groups:
-        assert re.match(r"^[a-z]+-\$\{\{", group), group
+        # a literal prefix, or an expression whose every format() starts with one
+        formats = re.findall(r"format\('([^']*)'", group)
+        if group.startswith("${{") and formats:
+            assert all(re.match(r"^[a-z]+-\{0\}", f) for f in formats), group
+        else:
+            assert re.match(r"^[a-z]+-\$\{\{", group), group
 
 
 def test_reusable_workflows_take_typed_inputs() -> None:

@@ -1,8 +1,11 @@
 """The real .gitlab-ci.yml end to end with gitlab-ci-local (shell executor, artifact isolation):
 the merge-request pipeline and the protected-branch pipeline, manual production jobs included.
 
-Smoke-sized: the training size comes in through the same TFSHIP_* variables a project would set
-in GitLab. Left out on purpose, each covered elsewhere: lint and unit-tests (`.ci/run` runs
+Smoke-sized: sizes that only change *how* a job runs (steps, epochs) come in through the TFSHIP_*
+variables a project would set in GitLab; what decides whether a model ships (the gate's
+thresholds, the data limit, the first-deploy flag) is committed to the sandbox's pipeline.yaml,
+as a team would commit it: in a protected pipeline such fields from a CI variable are refused.
+Left out on purpose, each covered elsewhere: lint and unit-tests (`.ci/run` runs
 `make lint-ci` and the whole suite itself; tests/ci/test_gitlab_rules.py proves they are in the
 pipelines), build-image and scan-image (they need a Docker daemon and a registry), and the GPU
 (EXPECTED_GPUS=0 makes ci/gpu-preflight a no-op on this CPU machine).
@@ -33,11 +36,21 @@ SMOKE = {
 }
 
 
-def _run(sandbox: Path, *, pipeline: str, variables: dict[str, str], args: list[str]):
+def _run(
+    sandbox: Path,
+    *,
+    pipeline: str,
+    variables: dict[str, str],
+    args: list[str],
+    overlay: Path | None = None,
+):
     env = {
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "TFSHIP_SKIP_INSTALL": "true",
     }
+    if overlay is not None:
+        # files committed on top of the work tree in the sandbox (ci/gitlab-local)
+        env["CI_LOCAL_OVERLAY"] = str(overlay)
     proc = gitlab_local.run(
         sandbox,
         ["--shell-isolation", "--concurrency", "2", *args],
@@ -49,6 +62,25 @@ def _run(sandbox: Path, *, pipeline: str, variables: dict[str, str], args: list[
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-6000:]
     return log
+
+
+def _committed_smoke_config(overlay: Path) -> Path:
+    """The repository's pipeline.yaml with the changes a team commits for a smoke-sized model.
+
+    A 20-step model cannot meet the shipped thresholds, and an override only counts in a job a
+    person started (gitlab-ci-local does not set CI_JOB_MANUAL), so the project lowers its bar
+    in the committed file. The change thresholds stay: the evaluate job is given the model
+    repository the champion lives in, and `gate.first_run` says this is the first deploy.
+    """
+    config = yaml.safe_load((gitlab_local.REPO_ROOT / "pipeline.yaml").read_text())
+    config.setdefault("data", {})["limit"] = 300
+    gate = config.setdefault("gate", {})
+    gate["absolute"] = {"accuracy": {"min": 0.0}}
+    assert gate.get("change"), "the test wants the change thresholds to be checked"
+    gate["first_run"] = True
+    overlay.mkdir(parents=True, exist_ok=True)
+    (overlay / "pipeline.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return overlay
 
 
 def _summary(log: str, verdict: str) -> set[str]:
@@ -107,18 +139,21 @@ def test_protected_branch_pipeline_trains_gates_deploys_staging_then_production_
         "BUILD_IMAGE_DISABLED": "true",
         "SCAN_IMAGE_DISABLED": "true",
         "EXPECTED_GPUS": "0",
+        # what a project that builds its image elsewhere sets (a digest, never a tag); the shell
+        # executor does not pull it, ci/image-ref checks its form
+        "TRAIN_IMAGE_REF": "registry.example.invalid/tfship/train@sha256:" + "0" * 64,
         "TFSHIP_TRAIN_MAX_STEPS": "20",
-        "TFSHIP_DATA_LIMIT": "300",
         "TFSHIP_TRAIN_EPOCHS": "1",
-        # A 20-step model cannot meet pipeline.yaml's thresholds, and an override only counts
-        # in a job a person started (the manual `gate-override` job; gitlab-ci-local does not
-        # set CI_JOB_MANUAL), so the project lowers its bar the way a project would.
-        "TFSHIP_GATE_ABSOLUTE": '{"accuracy": {"min": 0.0}}',
+        # Read access to the production repository for the champion lookup: a protected
+        # variable that is not environment-scoped (docs/ci.md), here a local directory.
+        "TFSHIP_GATE_CHAMPION_REPOSITORY": str(production),
     }
+    production.mkdir()
     log = _run(
         root,
         pipeline="protected-push",
         variables=variables,
+        overlay=_committed_smoke_config(tmp_path / "committed"),
         args=[
             # gitlab-ci-local reads it as <cwd>/<path>: relative to the sandbox
             "--variables-file",
@@ -140,6 +175,8 @@ def test_protected_branch_pipeline_trains_gates_deploys_staging_then_production_
         next(iter(_artifact(root, "evaluate", "runs/*/evaluation/gate.json"))).read_text()
     )
     assert gate["verdict"] == "passed", gate
+    # the bar came from the committed file, and the champion lookup found a repository
+    assert gate["first_run"] is True and gate["no_repository"] is False, gate
     # each environment got its own model repository, with the same exported version
     published = {
         repo: [p.name for p in (repo / "digits").iterdir() if p.name.isdigit()]

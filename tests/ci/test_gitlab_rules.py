@@ -212,9 +212,20 @@ def test_gpu_training_retries_only_when_preempted_and_runs_on_the_gpu_runner_tag
     train = config["train"]
     assert train["retry"] == {"max": 2, "exit_codes": [75]}
     assert train["tags"] == ["$GPU_RUNNER_TAG"]
-    assert "ci/gpu-preflight" in train["script"][0]
-    retried = {name for name, job in config.items() if isinstance(job, dict) and "retry" in job}
-    assert retried == {"train"}
+    # the protected-ref guard first, then the preflight before anything trains
+    assert train["script"][0].startswith("ci/require-protected ")
+    assert train["script"].index("ci/gpu-preflight") < train["script"].index("tfship train")
+    retried = {
+        name: job["retry"]
+        for name, job in config.items()
+        if isinstance(job, dict) and "retry" in job
+    }
+    # besides training, only deploy jobs, and only when another deploy held the lease (exit 14)
+    assert retried.pop("train") == {"max": 2, "exit_codes": [75]}
+    assert retried and all(r == {"max": 2, "exit_codes": [14]} for r in retried.values())
+    assert set(retried) == {
+        n for n, j in config.items() if isinstance(j, dict) and "environment" in j
+    }
 
 
 def test_unit_tests_publish_junit_and_cobertura_reports(sandbox: Path) -> None:
@@ -268,7 +279,7 @@ def test_scheduled_retraining_trains_only_when_the_data_changed(
 ) -> None:
     proc, child = _data_check(tmp_path, tfship_exit)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "data changed --since champion" in proc.stdout
+    assert "data changed --since=champion" in proc.stdout
     # the child pipeline GitLab would create from the artifact, with its own pipeline source
     jobs = gitlab_local.list_jobs(
         sandbox,
