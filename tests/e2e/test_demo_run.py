@@ -11,12 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tfship.config.trust import CI_MARKERS
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def tfship(repo_root: Path, *args: str, timeout: float = 900) -> dict:
     """Run the CLI as a user would (fresh process, no ambient TFSHIP/CI variables)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TFSHIP_", "CI_", "GITHUB_"))}
+    # A module-scoped fixture runs before conftest's per-test cleanup: drop the CI markers too,
+    # or `.ci/run` (CI=true) would make this a CI job with CI's stricter rules.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TFSHIP_", "CI_", "GITHUB_")) and k not in CI_MARKERS
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "tfship", *args, "--config", "pipeline.yaml", "--output", "json"],
         cwd=repo_root,

@@ -63,7 +63,7 @@ def test_a_keras3_model_saved_with_tf_saved_model_save_fails_the_cpp_loader(
 def test_verify_export_rejects_tampered_golden_outputs(
     exported: export_mod.ExportResult, tmp_path: Path
 ) -> None:
-    copy = tmp_path / "3"
+    copy = tmp_path / exported.export_dir.name  # the manifest names its own version
     shutil.copytree(exported.export_dir, copy)
     path = copy / "assets.extra" / "tfship-manifest.json"
     manifest = json.loads(path.read_text())
