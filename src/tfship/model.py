@@ -2,7 +2,10 @@
 
 A builder is called as `builder(input_shape, num_classes, **model.options)` and returns an
 uncompiled `keras.Model` that takes raw pixels in [0, 255] and outputs logits (no softmax: the
-training loss and the export signature apply it).
+training loss and the export signature apply it). `build_model` is the only way tfship calls
+a builder: a malformed reference is a ConfigError (exit 3); anything else wrong with the
+builder or what it returns is a ModelError (exit 6) naming the builder, never a traceback.
+A compiled model is accepted (its compile settings are ignored, with a warning).
 """
 
 from __future__ import annotations
@@ -167,7 +170,7 @@ def build_model(
     except TypeError as exc:
         raise _builder_error(
             spec,
-            f"does not accept these arguments: {exc}. Received: model.options={options}",
+            f"does not accept these arguments: {exc}. Received: model.options={str(options)[:200]}",
             f"{_FIX}; fix model.options or the builder's signature",
         ) from None
     except ValueError:
@@ -179,7 +182,7 @@ def build_model(
             spec,
             f"failed to build a model for input {shape} and {num_classes} classes. "
             f"Received: {_detail(exc)}",
-            f"{_FIX}; run it in Python to see the traceback, and fix it",
+            f"{_FIX}; `tfship -v` logs the traceback",
         ) from None
     if not isinstance(model, keras.Model):
         raise _builder_error(

@@ -180,7 +180,14 @@ def _train(
     if splits is None:
         from tfship.data import load_splits
 
-        splits = load_splits(cfg)
+        splits = load_splits(cfg)  # checks pixels and labels itself
+    else:
+        # Splits handed in by a caller: a NaN pixel would surface as a diverged loss (exit 5),
+        # blaming training for bad data.
+        from tfship.data.labels import check_pixels
+
+        for part in (splits.x_train, splits.x_val):
+            check_pixels(np.asarray(part), finite_only=True)
 
     tcfg = cfg.train
     replicas = strategy.num_replicas_in_sync
