@@ -23,7 +23,9 @@ def numeric_versions(root: Path) -> list[int]:
     """The numeric sub-directories of `root`, ascending; [] when `root` does not exist."""
     if not root.is_dir():
         return []
-    return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and p.is_dir())
+    return sorted(
+        int(p.name) for p in root.iterdir() if p.name.isascii() and p.name.isdigit() and p.is_dir()
+    )
 
 
 def latest_export(export_root: Path, *, hint: str | None = None) -> Path:

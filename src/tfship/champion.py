@@ -65,7 +65,7 @@ def _check_saved_model(path: Path, what: str) -> None:
 def from_path(path: str | Path) -> Champion:
     p = Path(path)
     _check_saved_model(p, "champion")
-    version = int(p.name) if p.name.isdigit() else None
+    version = int(p.name) if p.name.isascii() and p.name.isdigit() else None
     return Champion(str(p), version, "path", None, manifest_if_any(p))
 
 

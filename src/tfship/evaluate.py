@@ -187,7 +187,7 @@ def evaluate_saved_model(
         for i, name in enumerate(class_names)
     }
     cm = confusion_matrix(y, pred, labels=labels).tolist()
-    if version is None and path.name.isdigit():
+    if version is None and path.name.isascii() and path.name.isdigit():
         version = int(path.name)
     return ModelEvaluation(str(path), version, metrics, per_class, cm, latency)
 

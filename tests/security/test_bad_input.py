@@ -582,3 +582,12 @@ def test_tfship_export_verify_only_refuses_a_nan_tolerance(exporter, capsys):
     args = ["export", "--verify-only", str(good.export_dir), "--tolerance", "nan"]
     assert cli.main(args) == 6
     assert "golden tolerance must be a number in (0, 1]" in capsys.readouterr().err
+
+
+def test_a_directory_named_with_non_ascii_digits_is_not_an_export_version(tmp_path) -> None:
+    # "²".isdigit() is True but int("²") raises: such a name must be ignored, as TF Serving does.
+    from tfship.artifacts import numeric_versions
+
+    for name in ("²", "٣", "7"):
+        (tmp_path / name).mkdir()
+    assert numeric_versions(tmp_path) == [7]
