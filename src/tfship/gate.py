@@ -45,7 +45,6 @@ VERDICTS: dict[str, ExitCode] = {
     "dry_run_failed": ExitCode.OK,
     "disabled": ExitCode.OK,
 }
-APPROVER_VARIABLES = trust.LOGIN_VARIABLES
 
 
 @dataclass(frozen=True)

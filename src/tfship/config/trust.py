@@ -93,8 +93,3 @@ def context(environ: Mapping[str, str] | None = None) -> Context:
             environ.get("CI_COMMIT_REF_PROTECTED") != "true"
         )
     return Context(True, login[0], login[1], manual and login[0] is not None, merge_request)
-
-
-def started_by_a_person(environ: Mapping[str, str] | None = None) -> bool:
-    """A local run, or a CI job a named person started (manual job, workflow_dispatch)."""
-    return context(environ).started_by_person

@@ -13,12 +13,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tfship import env as envvars
+from tfship.config.trust import LOGIN_VARIABLES
 from tfship.serving import schema
 
 
 def who(environ: dict[str, str] | None = None) -> str:
     ctx = envvars.ci_context(environ)
-    for key in ("GITLAB_USER_LOGIN", "GITHUB_ACTOR"):
+    for key in LOGIN_VARIABLES:
         if ctx.get(key):
             return ctx[key]
     try:
