@@ -56,7 +56,7 @@ def read_manifest(export_dir: Path) -> dict[str, Any]:
     for key in ("golden", "version", "signature"):
         if key not in data:
             raise ModelError(
-                f"{path} has no '{key}'; expected the tfship-manifest/1 format",
+                f"{path} has no '{key}'; expected the tfship-manifest format",
                 hint="re-export with this tfship version (docs/run-directory.md)",
             )
     return data

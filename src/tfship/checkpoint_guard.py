@@ -41,11 +41,12 @@ from tfship.errors import ConfigError
 
 if TYPE_CHECKING:
     from tfship.config import PipelineConfig
+    from tfship.data.schema import Schema
     from tfship.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-GUARD_SCHEMA = "tfship-checkpoints/2"
+GUARD_SCHEMA = "tfship-checkpoints/3"
 PARTS = ("run", "config", "code", "trained")
 
 # Every config field, classified: does it change the weights training produces (or which of
@@ -58,9 +59,12 @@ RESULT_FIELDS: frozenset[str] = frozenset(
         "data.source",
         "data.image_size",
         "data.channels",
-        "data.csv_label_column",
+        "data.label",
+        "data.features",
+        "data.loader",
         "data.tfrecord_image_key",
-        "data.tfrecord_label_key",
+        "task.type",
+        "task.options",  # the loss, class weights and threshold shape training
         "data.validation_fraction",
         "data.test_fraction",
         "data.limit",
@@ -72,6 +76,9 @@ RESULT_FIELDS: frozenset[str] = frozenset(
         "train.per_replica_batch_size",
         "train.learning_rate",
         "train.scale_learning_rate",
+        "train.optimizer",
+        "train.lr_schedule",
+        "train.weight_decay",
         "checkpoint.best_metric",  # which weights are kept as best/, i.e. exported
         "checkpoint.best_mode",
     }
@@ -171,7 +178,7 @@ def code_version(cfg: PipelineConfig, environ: Mapping[str, str] | None = None) 
         # Read where TensorFlow is already imported (training, export); never imported here.
         "tensorflow": _version("tensorflow"),
         "keras": _version("keras"),
-        "builder_source": builder_source(cfg.model.builder),
+        "builder_source": builder_source(cfg.model.builder or "tfship.model:default_model"),
         "commit": ci.get("CI_COMMIT_SHA") or ci.get("GITHUB_SHA"),
     }
 
@@ -185,8 +192,8 @@ def guard_record(
     cfg: PipelineConfig,
     *,
     data_fingerprint: str,
-    input_shape: tuple[int, ...],
-    class_names: tuple[str, ...],
+    schema: Schema,
+    label_names: tuple[str, ...],
     replicas: int = 1,
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -197,8 +204,11 @@ def guard_record(
         **expected_record(cfg, environ),
         "trained": {
             "data_fingerprint": data_fingerprint,
-            "input_shape": list(input_shape),
-            "class_names": list(class_names),
+            # What the model is built from (export rebuilds it from these): the features
+            # with kinds, dtypes and shapes, and the labels the outputs index.
+            "schema": schema.to_json(),
+            "label_names": list(label_names),
+            "task": cfg.task_obj.describe(),
             "replicas": replicas,
         },
     }

@@ -14,7 +14,7 @@ import tensorflow as tf
 from tfship.checkpoint_guard import checkpoint_files, expected_record, load_guard, require_match
 from tfship.checkpoint_names import BEST_DIR, BEST_FILE, GUARD_FILE, step_of
 from tfship.config import PipelineConfig
-from tfship.errors import ConfigError, ModelError
+from tfship.errors import ConfigError, DataError, ModelError
 from tfship.fsutil import read_json
 from tfship.rundir import RunDir, checkpoint_dir
 
@@ -73,7 +73,11 @@ def refuse_foreign(prefix: str, found: str | None, guard: dict[str, Any]) -> Con
 
 
 def restore_for_export(
-    cfg: PipelineConfig, run_dir: RunDir, which: Literal["best", "latest"] = "best"
+    cfg: PipelineConfig,
+    run_dir: RunDir,
+    which: Literal["best", "latest"] = "best",
+    *,
+    splits: Any,
 ) -> tuple[keras.Model, dict[str, Any]]:
     """Rebuild the model and load the best (or latest) checkpoint's weights into it.
 
@@ -82,11 +86,14 @@ def restore_for_export(
     checkpoint must carry run.json's fingerprint. The data part is returned for the caller to
     compare with the data it exports with.
 
-    Returns the model and an info dict: which, checkpoint, step, run_id, class_names,
-    input_shape, num_classes, data_fingerprint, and for `best` the metric, its value and all
-    metrics.
+    The model is rebuilt from `splits` (what the builder fits on: `ModelSpec.from_splits`),
+    which must be the data the run trained on: same fingerprint, schema and labels (DataError
+    naming what changed otherwise).
+
+    Returns the model and an info dict: which, checkpoint, step, run_id, label_names, schema,
+    data_fingerprint, and for `best` the metric, its value and all metrics.
     """
-    from tfship.model import build_model, resolve_builder
+    from tfship.model import DEFAULT_BUILDER, ModelSpec, build_model, resolve_builder
 
     directory = checkpoint_dir(cfg, run_dir)
     if not (directory / GUARD_FILE).is_file() and not checkpoint_files(directory):
@@ -95,7 +102,7 @@ def restore_for_export(
             hint="run `tfship train` with the same --run-dir (and in the same pipeline) first",
         )
     guard = load_guard(directory)
-    resolve_builder(cfg.model.builder)  # a builder that is gone: its own error, with the fix
+    resolve_builder(cfg.model.builder or DEFAULT_BUILDER)  # a builder that is gone: its error
     require_match(directory, guard, expected_record(cfg), ("run", "config", "code"))
     if which == "best":
         path = tf.train.latest_checkpoint(str(directory / BEST_DIR))
@@ -110,7 +117,18 @@ def restore_for_export(
             hint="training saves best/ after each validation; finish `tfship train` first",
         )
     trained = guard["trained"]
-    model = build_model(cfg.model, tuple(trained["input_shape"]), len(trained["class_names"]))
+    now = (splits.fingerprint, splits.schema.to_json(), list(splits.label_names))
+    then = (trained.get("data_fingerprint"), trained.get("schema"), trained.get("label_names"))
+    if now != then:
+        parts = ("fingerprint", "schema", "labels")
+        changed = [k for k, a, b in zip(parts, then, now, strict=True) if a != b]
+        raise DataError(
+            f"the data changed since training ({', '.join(changed)}): checkpoint data "
+            f"{then[0]} with labels {then[2]}, data now {now[0]} with labels {now[2]}; golden "
+            "requests and the model's preprocessing must come from the same data",
+            hint="export with the data the model was trained on, or retrain",
+        )
+    model = build_model(cfg.model, ModelSpec.from_splits(cfg.task_obj, splits))
     step = tf.Variable(0, dtype=tf.int64, trainable=False)
     try:
         found = embedded_fingerprint(path)
@@ -130,9 +148,8 @@ def restore_for_export(
         "checkpoint": path,
         "step": int(step.numpy()),
         "run_id": guard["run"]["run_id"],
-        "class_names": trained["class_names"],
-        "input_shape": trained["input_shape"],
-        "num_classes": len(trained["class_names"]),
+        "label_names": trained["label_names"],
+        "schema": trained["schema"],
         "data_fingerprint": trained["data_fingerprint"],
     }
     for key in ("metric", "value", "metrics"):

@@ -52,7 +52,6 @@ from tfship.fsutil import atomic_write_json, read_json
 from tfship.rundir import RunDir, checkpoint_dir
 
 __all__ = [
-    "METRICS",
     "TrainingCheckpoints",
     "check_guard",
     "checkpoint_dir",
@@ -64,7 +63,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CORRUPT_DIR = "corrupt"
-METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 def _best_is_better(mode: str, value: float, best: float | None) -> bool:
@@ -97,10 +95,11 @@ class TrainingCheckpoints:
         shadow: tuple[keras.Model, keras.optimizers.Optimizer] | None = None,
     ) -> None:
         ccfg = cfg.checkpoint
-        if ccfg.best_metric not in METRICS:
+        recorded = cfg.task_obj.training_metric_directions()
+        if ccfg.best_metric not in recorded:
             raise ConfigError(
-                f"checkpoint.best_metric={ccfg.best_metric!r} is not a metric training records; "
-                f"expected one of {', '.join(METRICS)}"
+                f"checkpoint.best_metric={ccfg.best_metric!r} is not a metric training records "
+                f"for task.type {cfg.task.type}; expected one of {', '.join(sorted(recorded))}"
             )
         self.cfg = ccfg
         self.chief = chief

@@ -41,11 +41,12 @@ class DataSnapshot:
 def scan(cfg: PipelineConfig) -> DataSnapshot:
     """Fingerprint and manifest of `cfg.data` as it is now (files hashed, nothing decoded)."""
     from tfship.data.files import file_manifest, manifest_bytes, source_files
-    from tfship.data.loaders import load_demo
+    from tfship.data.loaders import load
 
-    if cfg.data.source == DataSource.DEMO:
-        # Built-in data has no files; its fingerprint is the content hash the loader makes.
-        content = load_demo(cfg.data)[3]
+    if cfg.data.source in (DataSource.DEMO, DataSource.LOADER):
+        # Built-in data and a data.loader's have no files; the fingerprint is the content hash
+        # the loader makes.
+        content = load(cfg.data).content
         return DataSnapshot(hashlib.sha256(content).hexdigest(), ())
     root, files = source_files(cfg.data)  # the loaders' rules: no FIFO is ever opened
     manifest = file_manifest(root, files)

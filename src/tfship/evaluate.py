@@ -1,19 +1,23 @@
 """Evaluate stage: score the exported SavedModel (what will be served) on the test split.
 
 The model is loaded with `tf.saved_model.load` and called only through its `serving_default`
-signature (`pixels` -> `probabilities`, `class_id`), so the figures describe the artifact TF
-Serving will load, preprocessing included, not the in-memory Keras model. The champion, when
-there is one, is scored the same way on the same split and machine, so the gate compares like
-with like (its own recorded metrics may come from other data or hardware).
+signature, one tensor per signature input (names and dtypes read from the signature), so the
+figures describe the artifact TF Serving will load, preprocessing included, not the in-memory
+Keras model. What is measured comes from the task (`task.measure`, `task.breakdown`,
+`task.report_plots`); slices (`gate.slices`) get the task's metrics per feature value. The
+champion, when there is one, is scored the same way on the same split and machine, so the gate
+compares like with like; a champion that cannot take this data is recorded as incomparable.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,16 +27,18 @@ from tfship.artifacts import latest_export, manifest_if_any
 from tfship.champion import ChampionLookup, resolve_champion
 from tfship.config import PipelineConfig
 from tfship.errors import ModelError
+from tfship.evaluation.slicing import check_slice_features, slice_values
 from tfship.fsutil import atomic_write_json
 from tfship.rundir import RunDir
 
 if TYPE_CHECKING:
     from tfship.data import Splits
+    from tfship.data.schema import Schema
+    from tfship.task import Task
 
 SIGNATURE = "serving_default"
 LATENCY_BATCH_SIZES = (1, 32)
 EVAL_BATCH = 256
-_EPS = 1e-7
 
 
 @dataclass(frozen=True)
@@ -41,10 +47,35 @@ class ModelEvaluation:
 
     path: str
     version: int | None
-    metrics: dict[str, float]  # the flat metrics the gate reads (config.GATE_METRICS)
-    per_class: dict[str, dict[str, float]]  # class -> precision, recall, f1, support
-    confusion: list[list[int]]  # rows: true class, columns: predicted class
+    metrics: dict[str, float]  # exactly task.metric_directions(): what the gate reads
+    notes: dict[str, str]  # metric -> why it is NaN (or a caveat)
+    breakdown: dict[str, Any]  # task.breakdown: per_class/confusion, per_output, ...
     latency_ms: dict[str, dict[str, float]]  # batch size -> p50, p95, mean, runs
+    slices: dict[str, dict[str, Any]] = field(default_factory=dict)  # SlicedMetrics.to_json
+    plots: list[dict[str, Any]] = field(default_factory=list)  # PlotSpec.to_json
+
+    @property
+    def per_class(self) -> dict[str, dict[str, float]]:
+        return self.breakdown.get("per_class", {})
+
+    @property
+    def confusion(self) -> list[list[int]]:
+        return self.breakdown.get("confusion", [])
+
+    def to_json(self) -> dict[str, Any]:
+        """metrics.json's entry: NaN becomes null (strict JSON; the reason is in `notes`);
+        the breakdown's keys sit at the top level, as `per_class`/`confusion` always did."""
+        return {
+            **self.breakdown,
+            "path": self.path,
+            "version": self.version,
+            "metrics": {k: None if math.isnan(v) else v for k, v in self.metrics.items()},
+            "notes": self.notes,
+            "breakdown": self.breakdown,
+            "latency_ms": self.latency_ms,
+            "slices": self.slices,
+            "plots": self.plots,
+        }
 
 
 @dataclass(frozen=True)
@@ -57,19 +88,24 @@ class EvaluateResult:
     test_examples: int
     seconds: float
     metrics_json: Path
+    incomparable: str | None = None  # why the champion could not be scored on this data
 
     def render_text(self) -> str:
         m = self.candidate.metrics
+        task_metrics = [k for k in m if "latency" not in k]
         lines = [
             f"evaluated {self.candidate.path} on {self.test_examples} test examples "
             f"in {self.seconds:.1f} s",
-            f"  accuracy {m['accuracy']:.4f}  macro F1 {m['macro_f1']:.4f}  loss {m['loss']:.4f}",
+            "  " + "  ".join(f"{k} {m[k]:.4f}" for k in task_metrics),
             f"  latency p50/p95 ms: batch 1 {m['p50_latency_ms']:.2f}/{m['p95_latency_ms']:.2f}, "
             f"batch 32 {m['p50_latency_ms_batch32']:.2f}/{m['p95_latency_ms_batch32']:.2f}",
             f"  {self.champion_note}",
         ]
-        if self.champion is not None:
-            lines.append(f"  champion accuracy {self.champion.metrics['accuracy']:.4f}")
+        if self.champion is not None and task_metrics:
+            first = task_metrics[0]
+            lines.append(f"  champion {first} {self.champion.metrics[first]:.4f}")
+        if self.incomparable:
+            lines.append(f"  champion incomparable: {self.incomparable}")
         lines.append(f"  wrote {self.metrics_json}")
         return "\n".join(lines)
 
@@ -86,40 +122,70 @@ def _load_signature(path: Path) -> Any:
             f"{path} has no '{SIGNATURE}' signature; found {sorted(loaded.signatures)}",
             hint="export with tfship export (see docs/run-directory.md, 'The serving signature')",
         )
-    fn = loaded.signatures[SIGNATURE]
-    outputs = set(fn.structured_outputs)
-    if "probabilities" not in outputs or "pixels" not in fn.structured_input_signature[1]:
-        raise ModelError(
-            f"{path}: '{SIGNATURE}' must take 'pixels' and return 'probabilities'; "
-            f"it takes {sorted(fn.structured_input_signature[1])} and returns {sorted(outputs)}"
-        )
-    return loaded, fn
+    return loaded, loaded.signatures[SIGNATURE]
 
 
-def _predict(fn: Any, x: np.ndarray) -> np.ndarray:
+def _inputs(path: Path, fn: Any, x: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The test arrays the signature takes, cast to its dtypes; ModelError names a missing one."""
     import tensorflow as tf
 
-    parts = [
-        fn(pixels=tf.constant(x[i : i + EVAL_BATCH]))["probabilities"].numpy()
-        for i in range(0, len(x), EVAL_BATCH)
-    ]
-    return np.concatenate(parts).astype(np.float64)
+    spec = fn.structured_input_signature[1]
+    missing = sorted(set(spec) - set(x))
+    if missing:
+        raise ModelError(
+            f"{path}: '{SIGNATURE}' takes input(s) {missing} that the data does not have; "
+            f"the data has {sorted(x)}",
+            hint="evaluate with the data (and data.features) the model was trained on",
+        )
+    out = {}
+    for name, s in spec.items():
+        arr = np.asarray(x[name])
+        if s.dtype == tf.string:
+            # tf.constant takes str and bytes alike; None (missing) becomes "" as in the data.
+            arr = np.asarray(["" if v is None else v for v in arr.reshape(-1)], dtype=object)
+            out[name] = arr.reshape(np.asarray(x[name]).shape)
+        else:
+            out[name] = arr.astype(s.dtype.as_numpy_dtype)
+    return out
 
 
-def _latency(fn: Any, x: np.ndarray, runs: int) -> dict[str, dict[str, float]]:
+def _take(x: Mapping[str, np.ndarray], idx: Any) -> dict[str, np.ndarray]:
+    return {k: v[idx] for k, v in x.items()}
+
+
+def _predict(path: Path, fn: Any, x: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    import tensorflow as tf
+
+    parts: dict[str, list[np.ndarray]] = {}
+    try:
+        for i in range(0, n, EVAL_BATCH):
+            batch = _take(x, slice(i, i + EVAL_BATCH))
+            result = fn(**{k: tf.constant(v) for k, v in batch.items()})
+            for k, v in result.items():
+                parts.setdefault(k, []).append(v.numpy())
+    except Exception as exc:  # TF raises many types for shape/dtype mismatches
+        shapes = {k: [*v.shape[1:]] for k, v in x.items()}
+        raise ModelError(
+            f"{path} failed on the test split (inputs {shapes}): {str(exc).splitlines()[0]}",
+            hint="the model's input contract must match the data's schema (data.features)",
+        ) from None
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _latency(fn: Any, x: Mapping[str, np.ndarray], n: int, runs: int) -> dict[str, dict]:
     import tensorflow as tf
 
     out: dict[str, dict[str, float]] = {}
     for bs in LATENCY_BATCH_SIZES:
-        # Tile the test set when it is smaller than the batch, so every size is measurable.
-        reps = -(-bs // len(x))
-        batch = tf.constant(np.concatenate([x] * reps)[:bs] if reps > 1 else x[:bs])
+        # Real test rows, repeated when the test set is smaller than the batch.
+        idx = np.arange(bs) % n
+        batch = {k: tf.constant(v) for k, v in _take(x, idx).items()}
         for _ in range(3):  # warm-up: first calls trace and allocate
-            fn(pixels=batch)
+            fn(**batch)
         samples = []
         for _ in range(runs):
             t0 = time.perf_counter()
-            fn(pixels=batch)["probabilities"].numpy()
+            [v.numpy() for v in fn(**batch).values()]
             samples.append((time.perf_counter() - t0) * 1000.0)
         arr = np.asarray(samples)
         out[str(bs)] = {
@@ -133,63 +199,67 @@ def _latency(fn: Any, x: np.ndarray, runs: int) -> dict[str, dict[str, float]]:
 
 def evaluate_saved_model(
     path: str | Path,
-    x: np.ndarray,
-    y: np.ndarray,
-    class_names: tuple[str, ...] | list[str],
+    x_test: Mapping[str, np.ndarray],
+    y_test: np.ndarray,
     *,
+    task: Task,
+    label_names: Sequence[str],
+    schema: Schema | None = None,
     latency_runs: int = 50,
+    slice_features: Mapping[str, int] | None = None,
     version: int | None = None,
 ) -> ModelEvaluation:
-    """Score one SavedModel through its serving signature. Lower-level than `run_evaluate`."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+    """Score one SavedModel through its `serving_default` signature. Lower than `run_evaluate`.
+
+    Args:
+        x_test: feature name -> array (first axis: examples); the signature's inputs are taken
+            from it by name. y_test: labels as `task.encode` returned them.
+        slice_features: feature -> minimum examples for a slice to be gated.
+    """
+    from tfship.task import sliced_metrics
 
     path = Path(path)
+    slice_features = dict(slice_features or {})
+    check_slice_features(list(slice_features), x_test, schema)
+    n = len(y_test)
     _, fn = _load_signature(path)
-    try:
-        probs = _predict(fn, x.astype(np.float32))
-    except Exception as exc:  # TF raises many types for shape/dtype mismatches
-        raise ModelError(
-            f"{path} failed on the test split (inputs {list(x.shape[1:])}): "
-            f"{str(exc).splitlines()[0]}",
-            hint="the model's input contract must match data.image_size/data.channels",
-        ) from None
-    n = len(class_names)
-    if probs.shape[1] != n:
-        raise ModelError(
-            f"{path} returns {probs.shape[1]} class probabilities; the data has {n} classes"
-        )
-    pred = probs.argmax(axis=1)
-    labels = list(range(n))
-    prec, rec, f1, support = precision_recall_fscore_support(
-        y, pred, labels=labels, zero_division=0
-    )
-    picked = np.clip(probs[np.arange(len(y)), y], _EPS, 1.0)
-    latency = _latency(fn, x.astype(np.float32), latency_runs)
-    present = support > 0  # a class absent from the test split says nothing about the model
-    metrics = {
-        "accuracy": float((pred == y).mean()),
-        "macro_f1": float(f1.mean()),
-        "min_class_f1": float(f1[present].min()),
-        "min_class_recall": float(rec[present].min()),
-        "loss": float(-np.log(picked).mean()),
-        "p50_latency_ms": latency["1"]["p50"],
-        "p95_latency_ms": latency["1"]["p95"],
-        "p50_latency_ms_batch32": latency["32"]["p50"],
-        "p95_latency_ms_batch32": latency["32"]["p95"],
-    }
-    per_class = {
-        name: {
-            "precision": float(prec[i]),
-            "recall": float(rec[i]),
-            "f1": float(f1[i]),
-            "support": int(support[i]),
+    x = _inputs(path, fn, x_test)
+    outputs = _predict(path, fn, x, n)
+    measured = task.measure(y_test, outputs, label_names)
+    breakdown = task.breakdown(y_test, outputs, label_names)
+    plots = [p.to_json() for p in task.report_plots(y_test, outputs, label_names)]
+    latency = _latency(fn, x, n, latency_runs)
+    metrics = dict(measured.values)
+    metrics.update(
+        {
+            "p50_latency_ms": latency["1"]["p50"],
+            "p95_latency_ms": latency["1"]["p95"],
+            "p50_latency_ms_batch32": latency["32"]["p50"],
+            "p95_latency_ms_batch32": latency["32"]["p95"],
         }
-        for i, name in enumerate(class_names)
+    )
+    slices = {
+        feature: sliced_metrics(
+            task,
+            y_test,
+            outputs,
+            slice_values(np.asarray(x_test[feature]), schema, feature),
+            feature=feature,
+            min_size=min_size,
+            label_names=label_names,
+        ).to_json()
+        for feature, min_size in slice_features.items()
     }
-    cm = confusion_matrix(y, pred, labels=labels).tolist()
     if version is None and path.name.isascii() and path.name.isdigit():
         version = int(path.name)
-    return ModelEvaluation(str(path), version, metrics, per_class, cm, latency)
+    return ModelEvaluation(
+        str(path), version, metrics, dict(measured.notes), breakdown, latency, slices, plots
+    )
+
+
+def _as_features(x: Any) -> dict[str, np.ndarray]:
+    # Splits written before the schema held one image array; its feature is `pixels`.
+    return dict(x) if isinstance(x, Mapping) else {"pixels": np.asarray(x)}
 
 
 def run_evaluate(
@@ -220,49 +290,72 @@ def run_evaluate(
             run_dir.export, hint="run `tfship export` first, or pass --model <SavedModel dir>"
         )
     )
+    if splits is None:
+        from tfship.data import load_splits
+
+        splits = load_splits(cfg)
+    x, y = _as_features(splits.x_test), splits.y_test
+    names = tuple(getattr(splits, "label_names", None) or splits.class_names)
+    schema = getattr(splits, "schema", None)
+    task = cfg.task_obj
+    slice_features: dict[str, int] = {}
+    for sl in cfg.gate.slices:  # the first declaration of a feature sets its reported size
+        slice_features.setdefault(sl.feature, sl.min_examples)
+    # A slice on a feature the data lacks is a configuration error: say so before loading.
+    check_slice_features(list(slice_features), x, schema)
+    kw = {
+        "task": task,
+        "label_names": names,
+        "schema": schema,
+        "latency_runs": cfg.gate.latency_runs,
+        "slice_features": slice_features,
+    }
+    incomparable = None
     # A champion from an object store is downloaded here and removed once scored.
     with tempfile.TemporaryDirectory(prefix="tfship-champion-") as scratch:
         lookup: ChampionLookup = resolve_champion(cfg, champion, scratch=Path(scratch))
-        if splits is None:
-            from tfship.data import load_splits
-
-            splits = load_splits(cfg)
-        x, y, names = splits.x_test, splits.y_test, splits.class_names
-        runs = cfg.gate.latency_runs
-        cand = evaluate_saved_model(candidate_path, x, y, names, latency_runs=runs)
+        cand = evaluate_saved_model(candidate_path, x, y, **kw)
         champ = None
         if lookup.champion is not None:
-            champ = evaluate_saved_model(
-                lookup.champion.path,
-                x,
-                y,
-                names,
-                latency_runs=runs,
-                version=lookup.champion.version,
-            )
+            try:
+                champ = evaluate_saved_model(
+                    lookup.champion.path, x, y, version=lookup.champion.version, **kw
+                )
+            except ModelError as exc:
+                # Another input contract or task: no like-for-like comparison exists, and the
+                # gate's change thresholds fail on it instead of being skipped.
+                incomparable = str(exc)
     seconds = time.perf_counter() - t0
+    champ_doc = None
+    if lookup.champion is not None:
+        c = lookup.champion
+        base = champ.to_json() if champ is not None else {"path": c.path, "version": c.version}
+        champ_doc = {
+            **base,
+            "source": c.source,
+            "label": c.label,
+            "manifest": c.manifest,
+            "incomparable": incomparable,
+        }
     out = run_dir.evaluation / "metrics.json"
     atomic_write_json(
         out,
         {
             "schema": "tfship-metrics/1",
+            "task": task.describe(),
             "test_examples": len(y),
             "data_fingerprint": splits.fingerprint,
             "class_names": list(names),
+            "label_names": list(names),
+            "notes": cand.notes,
+            "slices": cand.slices,
             "candidate": {
-                **cand.__dict__,
+                **cand.to_json(),
                 "manifest": manifest_if_any(candidate_path),
                 # What deploy checks gate.json against: the export it deploys must be this one.
                 "digest": tree_digest(candidate_path),
             },
-            "champion": None
-            if champ is None
-            else {
-                **champ.__dict__,
-                "source": lookup.champion.source,
-                "label": lookup.champion.label,
-                "manifest": lookup.champion.manifest,
-            },
+            "champion": champ_doc,
             "champion_note": lookup.note,
             "no_repository": lookup.no_repository,
             "machine": {
@@ -273,4 +366,4 @@ def run_evaluate(
             "seconds": round(seconds, 3),
         },
     )
-    return EvaluateResult(cand, champ, lookup.note, len(y), seconds, out)
+    return EvaluateResult(cand, champ, lookup.note, len(y), seconds, out, incomparable)

@@ -28,11 +28,22 @@ import numpy as np
 from tfship import env
 from tfship.artifacts import MANIFEST, WARMUP
 from tfship.config import PipelineConfig
+from tfship.data.schema import Kind, Schema
 from tfship.datachange import EXPORT_DATA_MANIFEST, MANIFEST_FILE
 from tfship.errors import ConfigError, DataError, ModelError
 from tfship.export_meta import MAX_VERSION, check_version, git_info, next_version
+from tfship.features_io import (
+    example_rows,
+    json_values,
+    parse_spec,
+    parsed_features,
+    serialize,
+    tensor_inputs,
+)
 from tfship.fsutil import atomic_write_json, read_json
+from tfship.model import feed
 from tfship.rundir import RunDir
+from tfship.task import EXAMPLE_INPUT, Task
 from tfship.verify import (  # verify_export is part of this stage's API too
     MAX_TOLERANCE,
     MAX_WARMUP_RECORDS,
@@ -57,8 +68,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-INPUT = "pixels"
-MANIFEST_SCHEMA = "tfship-manifest/1"
+MANIFEST_SCHEMA = "tfship-manifest/2"
 
 
 @dataclass(frozen=True)
@@ -93,58 +103,134 @@ class ExportResult:
 # --- export --------------------------------------------------------------------------------
 
 
-def _signature_function(model: Any) -> Any:
+def signature_function(
+    model: Any, schema: Schema, task: Task, label_names: Sequence[str]
+) -> tuple[Any, list[Any]]:
+    """`serving_default`: one input per feature (named, typed), the task's serving outputs."""
     import tensorflow as tf
 
-    def serve(pixels: Any) -> dict[str, Any]:
+    names = schema.names
+
+    def serve(*features: Any) -> dict[str, Any]:
         # float32 even under a mixed-precision policy: the signature promises float32.
-        logits = tf.cast(model(pixels, training=False), tf.float32)
-        return {
-            "probabilities": tf.nn.softmax(logits, axis=-1),
-            "class_id": tf.argmax(logits, axis=-1, output_type=tf.int64),
-        }
+        x = dict(zip(names, features, strict=True))
+        logits = tf.cast(model(feed(names, x), training=False), tf.float32)
+        return task.serving_outputs(logits, label_names)
 
-    return serve
+    return serve, [f.tensor_spec() for f in schema.features]
 
 
-def _write_warmup(path: Path, warmup_x: np.ndarray, model_name: str) -> int:
+def example_function(
+    model: Any, schema: Schema, task: Task, label_names: Sequence[str], method: str
+) -> Any:
+    """The `classify` / `regress` endpoint: serialized tf.Example in (one DT_STRING input named
+    `inputs`, what TF Serving's handlers feed), the names its handlers read out."""
     import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-    if not len(warmup_x):
+    names, spec = schema.names, parse_spec(schema)
+
+    def endpoint(inputs: Any) -> dict[str, Any]:
+        x = parsed_features(schema, tf.io.parse_example(inputs, spec))
+        logits = tf.cast(model(feed(names, x), training=False), tf.float32)
+        return task.example_outputs(method, logits, label_names)
+
+    return endpoint
+
+
+def _jsonable(value: Any) -> Any:
+    arr = np.asarray(value)
+    if arr.dtype.kind in "OSU":
+        return np.vectorize(
+            lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v),
+            otypes=[object],
+        )(arr).tolist()
+    return arr.tolist()
+
+
+def _write_warmup(
+    path: Path,
+    schema: Schema,
+    warmup_x: Mapping[str, np.ndarray],
+    model_name: str,
+    methods: Sequence[str],
+) -> int:
+    """PredictionLog records: one predict per row, then classify/regress ones while the total
+    stays within TF Serving's limit (each exported API is warmed up)."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import (
+        classification_pb2,
+        input_pb2,
+        predict_pb2,
+        prediction_log_pb2,
+        regression_pb2,
+    )
+
+    n = len(next(iter(warmup_x.values()))) if warmup_x else 0
+    if not n:
         return 0  # no file at all: TF Serving then skips warmup
+    feeds = tensor_inputs(schema, warmup_x)
+    serialized = serialize(schema, example_rows(schema, warmup_x)) if methods else []
+    per_method = min(n, (MAX_WARMUP_RECORDS - n) // max(len(methods), 1)) if methods else 0
     path.parent.mkdir(parents=True, exist_ok=True)
+    records = 0
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for i in range(len(warmup_x)):
+        for i in range(n):
             req = predict_pb2.PredictRequest()
             req.model_spec.name = model_name
             req.model_spec.signature_name = SIGNATURE
-            req.inputs[INPUT].CopyFrom(tf.make_tensor_proto(warmup_x[i : i + 1]))
-            entry = prediction_log_pb2.PredictionLog(
+            for name, value in feeds.items():
+                req.inputs[name].CopyFrom(tf.make_tensor_proto(value[i : i + 1]))
+            log_ = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=req)
             )
-            writer.write(entry.SerializeToString())
-    return len(warmup_x)
+            writer.write(log_.SerializeToString())
+            records += 1
+        for method in methods:
+            for i in range(per_method):
+                example_input = input_pb2.Input()
+                example_input.example_list.examples.add().ParseFromString(serialized[i])
+                if method == "classify":
+                    creq = classification_pb2.ClassificationRequest(input=example_input)
+                    creq.model_spec.name, creq.model_spec.signature_name = model_name, method
+                    log_ = prediction_log_pb2.PredictionLog(
+                        classify_log=prediction_log_pb2.ClassifyLog(request=creq)
+                    )
+                else:
+                    rreq = regression_pb2.RegressionRequest(input=example_input)
+                    rreq.model_spec.name, rreq.model_spec.signature_name = model_name, method
+                    log_ = prediction_log_pb2.PredictionLog(
+                        regress_log=prediction_log_pb2.RegressLog(request=rreq)
+                    )
+                writer.write(log_.SerializeToString())
+                records += 1
+    return records
 
 
 def _manifest(**fields: Any) -> dict[str, Any]:
-    return {"schema": MANIFEST_SCHEMA, **fields}
+    return {"format": MANIFEST_SCHEMA, **fields}
 
 
-def _pixels(name: str, x: np.ndarray, min_rows: int) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim != 4 or len(x) < min_rows:
-        raise ModelError(
-            f"{name} must be float32 [n, height, width, channels] with n >= "
-            f"{min_rows}; received shape {list(x.shape)}"
-        )
-    if not np.all(np.isfinite(x)):
-        raise DataError(
-            f"{name} holds {int(np.sum(~np.isfinite(x)))} NaN/Inf pixel value(s); expected "
-            "finite raw pixels in [0, 255]",
-            hint="golden and warmup requests come from the validation data: fix the data",
-        )
-    return x
+def _checked_rows(
+    name: str, schema: Schema, x: Mapping[str, np.ndarray], min_rows: int
+) -> dict[str, np.ndarray]:
+    """The features of golden / warmup rows, checked: every feature, enough rows, finite
+    pixels (golden and warmup requests come from the validation data)."""
+    missing = [n for n in schema.names if n not in x]
+    if missing:
+        raise ModelError(f"{name} lacks feature(s) {missing}; expected {list(schema.names)}")
+    rows = tensor_inputs(schema, x)
+    n = len(next(iter(rows.values())))
+    if n < min_rows:
+        raise ModelError(f"{name} has {n} rows; expected at least {min_rows}")
+    for f in schema.of_kind(Kind.IMAGE):
+        bad = int(np.sum(~np.isfinite(rows[f.name])))
+        if bad:
+            raise DataError(
+                f"{name} holds {bad} NaN/Inf pixel value(s) in {f.name!r}; expected finite "
+                "raw pixels in [0, 255]",
+                hint="golden and warmup requests come from the validation data: fix the data",
+            )
+    return rows
 
 
 def export_savedmodel(
@@ -152,15 +238,17 @@ def export_savedmodel(
     *,
     cfg: PipelineConfig,
     run_dir: RunDir,
-    class_names: Sequence[str],
-    golden_x: np.ndarray,
-    warmup_x: np.ndarray,
+    schema: Schema,
+    label_names: Sequence[str],
+    golden_x: Mapping[str, np.ndarray],
+    warmup_x: Mapping[str, np.ndarray],
     training_summary: Mapping[str, Any],
     data_fingerprint: str,
     version: int | None = None,
     data_manifest: Mapping[str, Any] | None = None,
 ) -> ExportResult:
-    """Export `model` (raw pixels in, logits out) for TF Serving under `export/<version>/`.
+    """Export `model` (named raw features in, logits out) for TF Serving under
+    `export/<version>/`: `serving_default` plus the task's tf.Example endpoints.
 
     `version` defaults to `cfg.export.version`, else `next_version` by `export.version_scheme`.
     `data_manifest` (a data.manifest.json's content: `fingerprint` and `files`) is copied to
@@ -172,17 +260,20 @@ def export_savedmodel(
     import tensorflow as tf
 
     t0 = time.perf_counter()
+    task = cfg.task_obj
     if data_manifest is not None and data_manifest.get("fingerprint") != data_fingerprint:
         raise DataError(
             f"the data manifest is for data fingerprint {data_manifest.get('fingerprint')}; "
             f"expected the exported model's {data_fingerprint}",
             hint="pass the manifest of the data the model was trained on",
         )
-    golden_x = _pixels("golden_x", golden_x, 1)
-    warmup_x = _pixels("warmup_x", warmup_x, 0)
-    if len(warmup_x) > MAX_WARMUP_RECORDS:
+    golden = _checked_rows("golden_x", schema, golden_x, 1)
+    warmup = _checked_rows("warmup_x", schema, warmup_x, 0)
+    methods = task.example_methods(label_names)
+    n_warmup = len(next(iter(warmup.values())))
+    if n_warmup > MAX_WARMUP_RECORDS:
         raise ModelError(
-            f"{len(warmup_x)} warmup samples given; TF Serving loads a model only "
+            f"{n_warmup} warmup samples given; TF Serving loads a model only "
             f"with at most {MAX_WARMUP_RECORDS} warmup records",
             hint="lower export.warmup_requests",
         )
@@ -192,19 +283,30 @@ def export_savedmodel(
             f"export.tolerance must be in (0, {MAX_TOLERANCE:g}]. Received: {tol}",
             hint="golden outputs are probabilities in [0, 1]: e.g. export.tolerance: 1e-4",
         )
-    serve = _signature_function(model)
+    serve, input_signature = signature_function(model, schema, task, label_names)
+    endpoints = {m: example_function(model, schema, task, label_names, m) for m in methods}
+    rows = example_rows(schema, golden)
+    serialized = tf.constant(serialize(schema, rows), dtype=tf.string)
     try:
-        reference = {k: v.numpy() for k, v in serve(tf.constant(golden_x)).items()}
+        reference = {
+            k: v.numpy() for k, v in serve(*(tf.constant(golden[n]) for n in schema.names)).items()
+        }
+        example_reference = {
+            m: {k: v.numpy() for k, v in fn(serialized).items()} for m, fn in endpoints.items()
+        }
     except Exception as exc:  # Keras/TF raise many types; all mean the model cannot serve this
+        shapes = {k: list(v.shape) for k, v in golden.items()}
         raise ModelError(
-            f"the model cannot run on inputs of shape {list(golden_x.shape)}: {exc}",
-            hint="the model must take raw pixels [n, H, W, C] and return logits",
+            f"the model cannot run on the golden rows {shapes}: {exc}",
+            hint="the model must take the schema's raw features by name and return logits",
         ) from exc
     require_finite(reference, "the model in memory")
-    if reference["probabilities"].shape[-1] != len(class_names):
+    width = task.output_width(label_names)
+    score = np.asarray(reference.get(task.score_output))
+    if score.ndim > 1 and score.shape[-1] != width:
         raise ModelError(
-            f"the model outputs {reference['probabilities'].shape[-1]} logits per "
-            f"example; expected one per class ({len(class_names)})"
+            f"the model outputs {score.shape[-1]} values per example; expected {width} "
+            f"for the {task.type} task with labels {list(label_names)[:20]}"
         )
 
     root = run_dir.export
@@ -222,18 +324,26 @@ def export_savedmodel(
     try:
         archive = keras.export.ExportArchive()
         archive.track(model)
-        archive.add_endpoint(
-            SIGNATURE,
-            serve,
-            input_signature=[tf.TensorSpec([None, *golden_x.shape[1:]], tf.float32, name=INPUT)],
-        )
+        archive.add_endpoint(SIGNATURE, serve, input_signature=input_signature)
+        for method, fn in endpoints.items():
+            archive.add_endpoint(
+                method, fn, input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLE_INPUT)]
+            )
         try:
             archive.write_out(str(tmp), verbose=False)
         except Exception as exc:  # tracing/serialisation errors come in many types
             raise ModelError(f"keras.export.ExportArchive cannot write the model: {exc}") from exc
 
-        sig = tf.saved_model.load(str(tmp)).signatures[SIGNATURE]
-        exported = {k: v.numpy() for k, v in sig(**{INPUT: tf.constant(golden_x)}).items()}
+        loaded = tf.saved_model.load(str(tmp))
+        sig = loaded.signatures[SIGNATURE]
+        exported = {
+            k: v.numpy()
+            for k, v in sig(**{n: tf.constant(golden[n]) for n in schema.names}).items()
+        }
+        exported_examples = {
+            m: {k: v.numpy() for k, v in loaded.signatures[m](inputs=serialized).items()}
+            for m in methods
+        }
         manifest = _manifest(
             model_name=cfg.project.model_name,
             version=version,
@@ -245,20 +355,50 @@ def export_savedmodel(
             keras=keras.__version__,
             config_sha256=cfg.fingerprint(),
             data_fingerprint=data_fingerprint,
-            class_names=list(class_names),
+            task=task.describe(),
+            schema=schema.to_json(),
+            label_names=list(label_names),
+            class_names=list(label_names),
             signature=describe_signature(sig),
+            endpoints={m: describe_signature(loaded.signatures[m], m) for m in methods},
             training=dict(training_summary),
-            warmup={"records": len(warmup_x)},
+            warmup={"records": n_warmup},
             golden={
                 "tolerance": tol,
-                "inputs": {INPUT: golden_x.tolist()},
-                "outputs": {k: v.tolist() for k, v in sorted(exported.items())},
+                "inputs": {f.name: json_values(f, golden[f.name]) for f in schema.features},
+                "outputs": {k: _jsonable(v) for k, v in sorted(exported.items())},
+                **(
+                    {
+                        "examples": {
+                            m: {
+                                "examples": rows,
+                                "outputs": {
+                                    k: _jsonable(v) for k, v in sorted(exported_examples[m].items())
+                                },
+                            }
+                            for m in methods
+                        }
+                    }
+                    if methods
+                    else {}
+                ),
             },
         )
         # The export must agree with the model it came from before its own outputs become golden.
-        in_memory = manifest | {"golden": {**manifest["golden"], "outputs": reference}}
-        check_golden(in_memory, exported, tol, "the exported signature (vs the model in memory)")
-        n_warm = _write_warmup(tmp / WARMUP, warmup_x, cfg.project.model_name)
+        check_golden(
+            {"golden": {"tolerance": tol, "outputs": reference}},
+            exported,
+            tol,
+            "the exported signature (vs the model in memory)",
+        )
+        for m in methods:
+            check_golden(
+                {"golden": {"tolerance": tol, "outputs": example_reference[m]}},
+                exported_examples[m],
+                tol,
+                f"the exported {m!r} endpoint (vs the model in memory)",
+            )
+        n_warm = _write_warmup(tmp / WARMUP, schema, warmup, cfg.project.model_name, methods)
         if data_manifest is not None:
             atomic_write_json(tmp / EXPORT_DATA_MANIFEST, dict(data_manifest))
         atomic_write_json(tmp / MANIFEST, manifest)
@@ -276,7 +416,7 @@ def export_savedmodel(
         cfg.project.model_name,
         final / MANIFEST,
         n_warm,
-        len(golden_x),
+        len(rows),
         time.perf_counter() - t0,
         verified,
     )
@@ -358,34 +498,35 @@ def run_export(cfg: PipelineConfig, run_dir: RunDir) -> ExportResult:
             skipped="not the chief task; only the chief writes exports",
         )
     from tfship.checkpoints import restore_for_export
-    from tfship.data import load_splits
+    from tfship.data import load_splits, take
 
     if not run_dir.train_json.exists():
         raise ModelError(
             f"{run_dir.train_json} is missing; export needs a trained run",
             hint="run `tfship train` with the same --run-dir first",
         )
-    model, info = restore_for_export(cfg, run_dir, which="best")
     splits = load_splits(cfg)
-    trained_on = (info.get("data_fingerprint"), list(info.get("class_names") or ()))
-    if trained_on != (splits.fingerprint, list(splits.class_names)):
-        raise DataError(
-            f"the data changed since training: checkpoint fingerprint {trained_on[0]} "
-            f"(classes {trained_on[1]}), data now {splits.fingerprint} "
-            f"(classes {list(splits.class_names)}); golden requests must come from the same data",
-            hint="export with the data the model was trained on, or retrain",
-        )
-    n_val = len(splits.x_val)
+    model, info = restore_for_export(cfg, run_dir, which="best", splits=splits)
+    n_val = len(splits.y_val)
     warm_idx = np.arange(cfg.export.warmup_requests) % n_val
+    # Golden rows: complete ones first (JSON has no NaN, and TF Serving's REST API would need
+    # one for a missing number); rows with missing values still get their turn in warmup.
+    complete = np.ones(n_val, dtype=bool)
+    for f in splits.schema.features:
+        if not f.is_string and f.dtype == "float32":
+            col = np.asarray(splits.x_val[f.name], dtype=np.float64).reshape(n_val, -1)
+            complete &= ~np.isnan(col).any(axis=1)
+    order = np.concatenate([np.flatnonzero(complete), np.flatnonzero(~complete)])
     result = export_savedmodel(
         model,
         cfg=cfg,
         run_dir=run_dir,
-        class_names=splits.class_names,
-        golden_x=splits.x_val[: cfg.export.golden_requests],
-        warmup_x=splits.x_val[warm_idx],
+        schema=splits.schema,
+        label_names=splits.label_names,
+        golden_x=take(splits.x_val, order[: cfg.export.golden_requests]),
+        warmup_x=take(splits.x_val, warm_idx),
         training_summary=_training_summary(read_json(run_dir.train_json), info),
         data_fingerprint=splits.fingerprint,
         data_manifest=_data_manifest(cfg, run_dir, splits),
     )
-    return replace(result, checkpoint={k: v for k, v in info.items() if k != "class_names"})
+    return replace(result, checkpoint={k: v for k, v in info.items() if k != "schema"})

@@ -1,7 +1,11 @@
 """The evaluation gate: thresholds and the champion decide whether a model may go further.
 
 Fails safe (STYLE.md #6): no thresholds is a configuration error, never a pass; a first run
-(no champion) is stated, and only the absolute thresholds apply; a NaN metric fails its check.
+(no champion) is stated, and only the absolute thresholds apply; a NaN metric fails its check
+with the task's reason; a champion that could not be scored on this data ("incomparable") fails
+every change threshold. Metric directions come from the task (`cfg.task_obj`). Slice thresholds
+(`gate.slices`, TFMA-style) must hold on every gated slice of their feature; a feature with no
+gated slice fails (nothing was measured).
 
 Verdicts (`gate.json` "verdict") and exit codes:
 
@@ -27,16 +31,20 @@ pipeline.yaml at a commit, or the variable / flag and who set it), the run mode'
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tfship import env
-from tfship.config import GATE_METRICS, GateConfig, PipelineConfig, trust
+from tfship.config import GateConfig, PipelineConfig, trust
 from tfship.errors import ConfigError, DataError, ExitCode
+from tfship.evaluation.checks import Check, evaluate_checks
 from tfship.fsutil import atomic_write_json, read_json
 from tfship.rundir import RunDir
+
+__all__ = ["VERDICTS", "Check", "GateResult", "decide", "evaluate_checks", "run_gate"]
 
 VERDICTS: dict[str, ExitCode] = {
     "passed": ExitCode.OK,
@@ -45,29 +53,6 @@ VERDICTS: dict[str, ExitCode] = {
     "dry_run_failed": ExitCode.OK,
     "disabled": ExitCode.OK,
 }
-
-
-@dataclass(frozen=True)
-class Check:
-    """One threshold applied to one metric."""
-
-    kind: str  # "absolute" | "change"
-    metric: str
-    candidate: float
-    baseline: float | None  # the champion's value, when there is a champion
-    threshold: str  # human-readable rule, e.g. ">= 0.95" or "<= champion + 20%"
-    bound: float  # the number the candidate was compared with
-    delta: float | None  # candidate - baseline
-    passed: bool
-    why: str  # one sentence a reviewer can act on
-    source: str = ""  # where the threshold came from (tfship.config.provenance); run_gate sets it
-
-    @property
-    def config_key(self) -> str:
-        """The dotted config key of this threshold: gate.absolute.accuracy.min, gate.change.loss."""
-        if self.kind == "absolute":
-            return f"gate.absolute.{self.metric}.{'min' if self.threshold[:2] == '>=' else 'max'}"
-        return f"gate.change.{self.metric}"
 
 
 @dataclass(frozen=True)
@@ -102,69 +87,14 @@ class GateResult:
     def render_text(self) -> str:
         lines = [f"gate: {self.verdict} ({len(self.checks)} checks, {len(self.failed)} failed)"]
         lines.append(f"  {self.champion_note}")
-        lines.extend(f"  FAILED {c.metric}: {c.why}" for c in self.failed)
+        lines.extend(
+            f"  FAILED {c.metric}{f' by {c.feature}' if c.feature else ''}: {c.why}"
+            for c in self.failed
+        )
         if self.override is not None:
             lines.append(f"  override by {self.override.approver}: {self.override.reason}")
         lines.append(f"  wrote {self.gate_json}")
         return "\n".join(lines)
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.4g}"
-
-
-def _absolute_checks(gate: GateConfig, cand: dict[str, float], champ: dict[str, float] | None):
-    for metric, rule in gate.absolute.items():
-        value = cand[metric]
-        base = champ[metric] if champ else None
-        delta = None if base is None else value - base
-        for op, bound in ((">=", rule.min), ("<=", rule.max)):
-            if bound is None:
-                continue
-            ok = (value >= bound) if op == ">=" else (value <= bound)
-            ok = ok and not math.isnan(value)
-            word = "minimum" if op == ">=" else "maximum"
-            why = (
-                f"{_fmt(value)} meets the {word} {_fmt(bound)}"
-                if ok
-                else f"{_fmt(value)} is {'below' if op == '>=' else 'above'} the {word} "
-                f"{_fmt(bound)} by {_fmt(abs(value - bound))}"
-            )
-            yield Check(
-                "absolute", metric, value, base, f"{op} {_fmt(bound)}", bound, delta, ok, why
-            )
-
-
-def _change_checks(gate: GateConfig, cand: dict[str, float], champ: dict[str, float]):
-    for metric, rule in gate.change.items():
-        value, base = cand[metric], champ[metric]
-        higher = (rule.better or GATE_METRICS[metric]) == "higher"
-        allowed = abs(base) * rule.max_regression if rule.relative else rule.max_regression
-        bound = base - allowed if higher else base + allowed
-        ok = (value >= bound if higher else value <= bound) and not math.isnan(value)
-        amount = f"{rule.max_regression:.0%}" if rule.relative else _fmt(rule.max_regression)
-        sign = "-" if higher else "+"
-        rule_text = f"{'>=' if higher else '<='} champion {sign} {amount}"
-        if rule.max_regression == 0:
-            rule_text = f"{'>=' if higher else '<='} champion"
-        delta = value - base
-        why = (
-            f"{_fmt(value)} vs champion {_fmt(base)} is within {rule_text}"
-            if ok
-            else f"{_fmt(value)} is worse than the champion's {_fmt(base)} by "
-            f"{_fmt(abs(delta))}; allowed: {rule_text} = {_fmt(bound)}"
-        )
-        yield Check("change", metric, value, base, rule_text, bound, delta, ok, why)
-
-
-def evaluate_checks(
-    gate: GateConfig, candidate: dict[str, float], champion: dict[str, float] | None
-) -> list[Check]:
-    """Apply every threshold. Pure: no I/O, so the verdict table is easy to test."""
-    checks = list(_absolute_checks(gate, candidate, champion))
-    if champion is not None:
-        checks.extend(_change_checks(gate, candidate, champion))
-    return checks
 
 
 def _override(reason: str | None, environ: Any) -> tuple[str, str, str] | None:
@@ -201,21 +131,37 @@ def decide(
     *,
     override_reason: str | None = None,
     environ: Any = None,
+    directions: Mapping[str, str] | None = None,
+    notes: Mapping[str, str] | None = None,
+    slices: Mapping[str, Any] | None = None,
+    incomparable: str | None = None,
 ) -> tuple[str, list[Check], Override | None]:
-    """Verdict, checks and override record for one candidate (see the table above)."""
+    """Verdict, checks and override record for one candidate (see the table above).
+
+    `directions`, `notes`, `slices` and `incomparable` as for `evaluate_checks`.
+    """
+    sliced = any(sl.absolute for sl in gate.slices)
     if gate.run_mode != "disabled":
-        if not gate.absolute and not gate.change:
+        if not gate.absolute and not gate.change and not sliced:
             raise ConfigError(
                 "the evaluation gate has no thresholds; refusing to pass an unchecked model",
                 hint="add gate.absolute (e.g. accuracy: {min: 0.95}) to pipeline.yaml, "
                 "or set gate.run_mode: disabled on purpose",
             )
-        if champion is None and not gate.absolute:
+        if champion is None and incomparable is None and not gate.absolute and not sliced:
             raise ConfigError(
                 "no champion yet (first run) and no gate.absolute thresholds: nothing to check",
                 hint="add absolute thresholds so a first model is checked too",
             )
-    checks = evaluate_checks(gate, candidate, champion)
+    checks = evaluate_checks(
+        gate,
+        candidate,
+        champion,
+        directions=directions,
+        notes=notes,
+        slices=slices,
+        incomparable=incomparable,
+    )
     any_failed = any(not c.passed for c in checks)
     ov = _override(override_reason, environ)
     record = None
@@ -269,6 +215,16 @@ def _require_champion(cfg: PipelineConfig, metrics: dict[str, Any], environ: Any
         )
 
 
+def _numbers(values: Mapping[str, Any]) -> dict[str, float]:
+    # metrics.json writes NaN as null (strict JSON); the gate compares NaN, which fails.
+    return {k: math.nan if v is None else float(v) for k, v in values.items()}
+
+
+def _strict(doc: dict[str, Any]) -> dict[str, Any]:
+    """A check for gate.json: NaN as null (strict JSON), the reason is in `why`."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in doc.items()}
+
+
 def run_gate(
     cfg: PipelineConfig,
     run_dir: RunDir,
@@ -291,12 +247,17 @@ def run_gate(
     cand = metrics["candidate"]
     champ = metrics.get("champion")
     _require_champion(cfg, metrics, environ)
+    incomparable = champ.get("incomparable") if champ else None
     verdict, checks, override = decide(
         cfg.gate,
-        cand["metrics"],
-        champ["metrics"] if champ else None,
+        _numbers(cand["metrics"]),
+        _numbers(champ["metrics"]) if champ and not incomparable else None,
         override_reason=override_reason,
         environ=environ,
+        directions=cfg.task_obj.metric_directions(),
+        notes=cand.get("notes") or metrics.get("notes") or {},
+        slices=cand.get("slices") or metrics.get("slices") or {},
+        incomparable=incomparable,
     )
     sources = cfg.sources
     checks = [replace(c, source=sources.of(c.config_key)) for c in checks]
@@ -332,9 +293,14 @@ def run_gate(
                 "source": champ.get("source"),
                 "label": champ.get("label"),
                 "manifest": champ.get("manifest"),
+                "incomparable": champ.get("incomparable"),
             },
-            "checks": [asdict(c) for c in checks],
-            "failed": [f"{c.kind}:{c.metric}" for c in checks if not c.passed],
+            "checks": [_strict(asdict(c)) for c in checks],
+            "failed": [
+                f"{c.kind}:{c.feature}:{c.metric}" if c.feature else f"{c.kind}:{c.metric}"
+                for c in checks
+                if not c.passed
+            ],
             "override": None if override is None else asdict(override),
             # Every non-default field and where it came from (file@commit, variable + who).
             "config_sources": sources.to_dict(),

@@ -1,14 +1,19 @@
-"""The evaluation report: `evaluation/report.md` plus `confusion.png` and `training.png`.
+"""The evaluation report: `evaluation/report.md`, the task's plots and `training.png`.
 
 The markdown leads with the verdict and one table (check, candidate, champion, threshold,
 delta, result) so a reviewer knows in ten seconds whether the model may go on and why not;
-details (per-class scores, plots) follow. The same text is the merge-request comment
+details follow: every metric the task computes (whatever its names), the task's breakdown
+(per class, per label, per output), slice tables and the plots the task asks for
+(`task.report_plots`, kept as specs in metrics.json and drawn with `tfship.task.render_png`:
+ROC, PR and calibration for binary, the confusion matrix for classification, residuals for
+regression). The same text is the merge-request comment
 (tfship.mr_comment), so it starts with a hidden marker that finds that comment again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,7 @@ from tfship.errors import DataError
 from tfship.fsutil import atomic_write_bytes, atomic_write_text, read_json
 from tfship.redact import redact_text
 from tfship.rundir import RunDir
+from tfship.task.plots import PlotSpec, render_png
 
 MARKER = "<!-- tfship-evaluation-report -->"
 CONFUSION_PNG = "confusion.png"
@@ -26,6 +32,8 @@ TRAINING_SIZE_PX = (800, 320)
 _DPI = 80
 MAX_CLASS_ROWS = 200  # a comment has a size limit (GitHub: 65,536 characters)
 _TICK_LABEL_CHARS = 24
+_COLUMNS = ("precision", "recall", "f1", "support", "rmse", "mae", "r2")
+_PLOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 HEADLINES = {
     "passed": ":white_check_mark: **Gate passed**",
@@ -61,6 +69,13 @@ def _version(entry: dict[str, Any] | None) -> str:
     return f"v{entry['version']}" if entry.get("version") is not None else Path(entry["path"]).name
 
 
+def _check_name(c: dict[str, Any], bold: bool = False) -> str:
+    metric = f"**{md.text(c['metric'], 60)}**" if bold else md.text(c["metric"], 60)
+    if c.get("feature"):
+        return f"{metric} by {md.text(c['feature'], 60)} (slice)"
+    return f"{metric} ({md.text(c['kind'], 20)})"
+
+
 def _checks_table(checks: list[dict[str, Any]]) -> list[str]:
     # `source`: where each threshold came from (pipeline.yaml@<commit>, a variable and who
     # started the job, ...); gate.json files written before it existed have none.
@@ -71,7 +86,7 @@ def _checks_table(checks: list[dict[str, Any]]) -> list[str]:
     for c in checks:
         mark = ":white_check_mark:" if c["passed"] else ":x:"
         row = (
-            f"| {md.text(c['metric'], 60)} ({md.text(c['kind'], 20)}) | {_num(c['candidate'])} "
+            f"| {_check_name(c)} | {_num(c['candidate'])} "
             f"| {_num(c['baseline'])} | {md.text(c['threshold'], 60)} "
             f"| {_num(c['delta'], signed=True)} | {mark} |"
         )
@@ -94,7 +109,12 @@ def render_markdown(gate: dict[str, Any], metrics: dict[str, Any], images: list[
     lines.append(HEADLINES[gate["verdict"]] + f" (run mode {md.code(gate['run_mode'], 20)})")
     lines.append("")
     note = md.text(gate.get("champion_note") or "", 300)
-    if champ:
+    if champ and champ.get("incomparable"):
+        lines.append(
+            f"**The champion {md.text(_version(champ), 40)} could not be scored on this test "
+            f"split**, so every change threshold fails: {md.text(champ['incomparable'], 300)}"
+        )
+    elif champ:
         label = f" labelled {md.code(champ['label'], 60)}" if champ.get("label") else ""
         lines.append(
             f"Compared with the champion {md.text(_version(champ), 40)}{label} on the same "
@@ -110,11 +130,7 @@ def render_markdown(gate: dict[str, Any], metrics: dict[str, Any], images: list[
     failed = [c for c in gate["checks"] if not c["passed"]]
     if failed:
         lines += ["", "### Failed checks", ""]
-        lines += [
-            f"- **{md.text(c['metric'], 60)}** ({md.text(c['kind'], 20)}): "
-            f"{md.text(c['why'], 300)}."
-            for c in failed
-        ]
+        lines += [f"- {_check_name(c, bold=True)}: {md.text(c['why'], 300)}." for c in failed]
     ov = gate.get("override")
     if ov:
         state = "applied" if ov["applied"] else "recorded, not needed"
@@ -125,18 +141,14 @@ def render_markdown(gate: dict[str, Any], metrics: dict[str, Any], images: list[
             f"{state}: by **{md.text(ov['approver'], 60)}** ({md.text(ov['approver_source'], 80)})"
             f' at {md.text(ov["at"], 40)}: "{md.text(ov["reason"], 500)}"',
         ]
-    lines += ["", "<details><summary>Per-class scores and latency</summary>", ""]
-    lines += ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-    per_class = metrics["candidate"]["per_class"]
-    for name, s in list(per_class.items())[:MAX_CLASS_ROWS]:
-        lines.append(
-            f"| {md.text(name, 60)} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} "
-            f"| {s['support']} |"
-        )
-    if len(per_class) > MAX_CLASS_ROWS:
-        lines.append(f"| …and {len(per_class) - MAX_CLASS_ROWS} more in metrics.json | | | | |")
-    lines += ["", "| batch size | p50 ms | p95 ms |", "|---|---|---|"]
-    for bs, lat in metrics["candidate"]["latency_ms"].items():
+    cand_doc = metrics["candidate"]
+    lines += ["", "<details><summary>Metrics, breakdown, slices and latency</summary>", ""]
+    lines += _metrics_table(cand_doc, metrics.get("champion"))
+    lines += _breakdown_tables(cand_doc)
+    for feature, sliced in (cand_doc.get("slices") or {}).items():
+        lines += _slice_table(feature, sliced)
+    lines += ["| batch size | p50 ms | p95 ms |", "|---|---|---|"]
+    for bs, lat in cand_doc["latency_ms"].items():
         lines.append(f"| {md.text(bs, 20)} | {lat['p50']:.2f} | {lat['p95']:.2f} |")
     lines += [
         "",
@@ -152,6 +164,84 @@ def render_markdown(gate: dict[str, Any], metrics: dict[str, Any], images: list[
     return "\n".join(lines) + "\n"
 
 
+def _cell(v: Any, digits: int = 4) -> str:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return "–" if v is None else md.text(v, 40)
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def _metrics_table(cand: dict[str, Any], champ: dict[str, Any] | None) -> list[str]:
+    """Every metric the task computes (latency has its own table), with NaN reasons."""
+    names = [k for k in cand.get("metrics", {}) if "latency" not in k]
+    if not names:
+        return []
+    champ_metrics = (champ or {}).get("metrics") or {}
+    notes = cand.get("notes") or {}
+    lines = ["| metric | candidate | champion | note |", "|---|---|---|---|"]
+    for k in names:
+        note = md.text(notes[k], 200) if k in notes else ""
+        lines.append(
+            f"| {md.text(k, 60)} | {_cell(cand['metrics'][k])} | "
+            f"{_cell(champ_metrics.get(k))} | {note} |"
+        )
+    return [*lines, ""]
+
+
+def _score_rows(title: str, rows: dict[str, dict[str, Any]]) -> list[str]:
+    """A table of name -> {column: value} (per class, per label, per output)."""
+    if not rows:
+        return []
+    # metrics.json sorts keys; the report reads best in the usual order.
+    first = next(iter(rows.values()))
+    columns = sorted(first, key=lambda c: (_COLUMNS.index(c) if c in _COLUMNS else 99, c))
+    lines = [
+        f"| {md.text(title, 20)} | " + " | ".join(md.text(c, 20) for c in columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for name, scores in list(rows.items())[:MAX_CLASS_ROWS]:
+        cells = " | ".join(_cell(scores.get(c), 3) for c in columns)
+        lines.append(f"| {md.text(name, 60)} | {cells} |")
+    if len(rows) > MAX_CLASS_ROWS:
+        more = f"| …and {len(rows) - MAX_CLASS_ROWS} more in metrics.json |"
+        lines.append(more + " |" * len(columns))
+    return [*lines, ""]
+
+
+def _breakdown_tables(cand: dict[str, Any]) -> list[str]:
+    lines = _score_rows("class", cand.get("per_class") or {})
+    lines += _score_rows("label", cand.get("per_label") or {})
+    lines += _score_rows("output", cand.get("per_output") or {})
+    confusion = cand.get("confusion")
+    if cand.get("positive_label") is not None and confusion and len(confusion) == 2:
+        (tn, fp), (fn, tp) = confusion
+        lines += [
+            f"Positive label {md.text(cand['positive_label'], 60)}, threshold "
+            f"{_cell(cand.get('threshold'))}: {tp} true positives, {fp} false positives, "
+            f"{fn} false negatives, {tn} true negatives.",
+            "",
+        ]
+    return lines
+
+
+def _slice_table(feature: str, sliced: dict[str, Any]) -> list[str]:
+    """One row per value of `feature` (slice values are data: escaped like class names)."""
+    slices = sliced.get("slices") or []
+    names = list(slices[0]["metrics"]) if slices else []
+    lines = [
+        f"Slices of {md.code(feature, 60)} (gated from {sliced.get('min_size')} examples):",
+        "",
+        "| value | examples | gated | " + " | ".join(md.text(n, 30) for n in names) + " |",
+        "|---|---|---|" + "---|" * len(names),
+    ]
+    for s in slices[:MAX_CLASS_ROWS]:
+        cells = " | ".join(_cell(s["metrics"].get(n)) for n in names)
+        gated = "yes" if s.get("gated") else "no"
+        lines.append(f"| {md.text(s['value'], 60)} | {s['count']} | {gated} | {cells} |")
+    if len(slices) > MAX_CLASS_ROWS:
+        lines.append(f"| …and {len(slices) - MAX_CLASS_ROWS} more in metrics.json |||")
+    return [*lines, ""]
+
+
 def _tick_label(name: str) -> str:
     # Matplotlib reads "$...$" as mathtext (a malformed one raises and loses the report) and
     # a long name squeezes the matrix out of its fixed-size image.
@@ -159,43 +249,62 @@ def _tick_label(name: str) -> str:
     return " ".join(short.split()).replace("$", r"\$")
 
 
-def plot_confusion(confusion: list[list[int]], class_names: list[str], out: Path) -> Path:
-    import matplotlib
+def _safe_spec(spec: PlotSpec) -> PlotSpec:
+    """Label names and titles are data: no mathtext ("$"), bounded ticks."""
+    text = lambda v: str(v).replace("$", r"\$")  # noqa: E731
+    return replace(
+        spec,
+        title=text(spec.title),
+        x_label=text(spec.x_label),
+        y_label=text(spec.y_label),
+        ticks=tuple(_tick_label(t) for t in spec.ticks),
+        series={text(k): v for k, v in spec.series.items()},
+    )
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
 
-    cm = np.asarray(confusion)
-    class_names = [_tick_label(n) for n in class_names]
+def plot_spec(spec: PlotSpec, out: Path) -> Path:
+    """Draw one of the task's plot specs at the report's fixed size."""
     w, h = CONFUSION_SIZE_PX
-    fig, ax = plt.subplots(figsize=(w / _DPI, h / _DPI), dpi=_DPI)
-    try:
-        im = ax.imshow(cm, cmap="Blues")
-        ticks = range(len(class_names))
-        ax.set_xticks(ticks, class_names, rotation=45 if len(class_names) > 10 else 0)
-        ax.set_yticks(ticks, class_names)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title("Confusion matrix (test split)")
-        if len(class_names) <= 20:
-            limit = cm.max() / 2 if cm.size else 0
-            for (i, j), v in np.ndenumerate(cm):
-                ax.text(
-                    j,
-                    i,
-                    str(v),
-                    ha="center",
-                    va="center",
-                    fontsize=8,
-                    color="white" if v > limit else "black",
-                )
-        fig.colorbar(im, ax=ax)
-        fig.tight_layout()
-        atomic_write_bytes(out, _png(fig))
-    finally:
-        plt.close(fig)
+    png = render_png(_safe_spec(spec), dpi=_DPI, size=(w / _DPI, h / _DPI))
+    atomic_write_bytes(out, png)
     return out
+
+
+def plot_confusion(confusion: list[list[int]], class_names: list[str], out: Path) -> Path:
+    spec = PlotSpec(
+        "confusion",
+        "matrix",
+        "Confusion matrix (test split)",
+        "predicted",
+        "true",
+        matrix=confusion,
+        ticks=tuple(class_names),
+    )
+    return plot_spec(spec, out)
+
+
+def _plot_specs(metrics: dict[str, Any]) -> list[PlotSpec]:
+    cand = metrics["candidate"]
+    if "plots" not in cand:  # metrics.json written before the task seam: the confusion only
+        return [
+            PlotSpec(
+                "confusion",
+                "matrix",
+                "Confusion matrix (test split)",
+                "predicted",
+                "true",
+                matrix=cand["confusion"],
+                ticks=tuple(metrics["class_names"]),
+            )
+        ]
+    specs = []
+    for doc in cand["plots"]:
+        fields = {k: v for k, v in doc.items() if k in PlotSpec.__dataclass_fields__}
+        fields["ticks"] = tuple(fields.get("ticks") or ())
+        # The name becomes a file name in evaluation/: only a plain stem is accepted.
+        if _PLOT_NAME.fullmatch(str(fields.get("name", ""))):
+            specs.append(PlotSpec(**fields))
+    return specs
 
 
 def _history_series(train: dict[str, Any]) -> dict[str, list[float]]:
@@ -243,7 +352,7 @@ def _png(fig: Any) -> bytes:
 
 
 def run_report(run_dir: RunDir) -> ReportResult:
-    """Write report.md, confusion.png and (when train.json exists) training.png."""
+    """Write report.md, the task's plots (<name>.png) and (with train.json) training.png."""
     ev = run_dir.evaluation
     for needed in ("gate.json", "metrics.json"):
         if not (ev / needed).is_file():
@@ -252,11 +361,7 @@ def run_report(run_dir: RunDir) -> ReportResult:
                 hint="run `tfship evaluate` first",
             )
     gate, metrics = read_json(ev / "gate.json"), read_json(ev / "metrics.json")
-    images = [
-        plot_confusion(
-            metrics["candidate"]["confusion"], metrics["class_names"], ev / CONFUSION_PNG
-        )
-    ]
+    images = [plot_spec(spec, ev / f"{spec.name}.png") for spec in _plot_specs(metrics)]
     if run_dir.train_json.is_file():
         curve = plot_training(read_json(run_dir.train_json), ev / TRAINING_PNG)
         if curve is not None:

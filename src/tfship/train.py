@@ -26,14 +26,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfship.checkpoints import METRICS, TrainingCheckpoints, guard_record
+from tfship.checkpoints import TrainingCheckpoints, guard_record
 from tfship.cluster import cluster_size, is_chief
 from tfship.config import PipelineConfig, dump_config
 from tfship.distribute import configure_devices, make_strategy
 from tfship.distribute import strategy_name as _strategy_name
 from tfship.errors import Preempted, TrainingDiverged
 from tfship.rundir import RunDir
-from tfship.train_steps import build_steps, chunk_end, distributed_inputs
+from tfship.train_steps import build_steps, chunk_end, distributed_inputs, make_optimizer
 from tfship.training_report import Progress, TensorBoardLog, TrainReport, crossed
 
 if TYPE_CHECKING:
@@ -75,6 +75,7 @@ class TrainResult:
             else ""
         )
         m = self.metrics
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in m.items())
         best = (
             f"  best {self.best_metric} {self.best_value:.4f} at step {self.best_step}\n"
             if self.best_value is not None
@@ -83,9 +84,7 @@ class TrainResult:
         return (
             f"train: {self.steps}/{self.total_steps} steps, {self.epochs_completed} epoch(s), "
             f"{self.strategy} x{self.replicas} (global batch {self.global_batch_size}){resumed}\n"
-            f"  loss {m.get('loss', float('nan')):.4f}  accuracy {m.get('accuracy', 0):.4f}  "
-            f"val_loss {m.get('val_loss', float('nan')):.4f}  "
-            f"val_accuracy {m.get('val_accuracy', 0):.4f}\n"
+            f"  {shown}\n"
             f"{best}"
             f"  {self.steps_per_second:.1f} steps/s, {self.wall_seconds:.1f} s wall\n"
             + (
@@ -180,14 +179,18 @@ def _train(
     if splits is None:
         from tfship.data import load_splits
 
-        splits = load_splits(cfg)  # checks pixels and labels itself
+        splits = load_splits(cfg)  # checks features and labels itself
     else:
         # Splits handed in by a caller: a NaN pixel would surface as a diverged loss (exit 5),
         # blaming training for bad data.
         from tfship.data.labels import check_pixels
+        from tfship.data.schema import Kind
 
-        for part in (splits.x_train, splits.x_val):
-            check_pixels(np.asarray(part), finite_only=True)
+        for feature in splits.schema.of_kind(Kind.IMAGE):
+            for part in (splits.x_train, splits.x_val):
+                check_pixels(np.asarray(part[feature.name]), finite_only=True)
+    task = cfg.task_obj
+    names = splits.schema.names
 
     tcfg = cfg.train
     replicas = strategy.num_replicas_in_sync
@@ -200,11 +203,12 @@ def _train(
 
     # Seeds Python, NumPy and TF, so a run's initial weights (and dropout) follow run.seed.
     keras.utils.set_random_seed(cfg.run.seed)
-    with strategy.scope():
-        from tfship.model import build_model
+    from tfship.model import ModelSpec, build_model
 
-        model = build_model(cfg.model, splits.input_shape, splits.num_classes)
-        optimizer = keras.optimizers.Adam(learning_rate=lr)
+    spec = ModelSpec.from_splits(task, splits)
+    with strategy.scope():
+        model = build_model(cfg.model, spec)
+        optimizer = make_optimizer(cfg, lr, total_steps)
         optimizer.build(model.trainable_variables)
         step_var = tf.Variable(
             0,
@@ -216,16 +220,16 @@ def _train(
     # A host-side copy of model and optimizer lets checkpoints be written in the background
     # while training continues (see TrainingCheckpoints).
     with tf.device("/cpu:0"):
-        shadow_model = build_model(cfg.model, splits.input_shape, splits.num_classes)
-        shadow_optimizer = keras.optimizers.Adam(learning_rate=lr)
+        shadow_model = build_model(cfg.model, spec)
+        shadow_optimizer = make_optimizer(cfg, lr, total_steps)
         shadow_optimizer.build(shadow_model.trainable_variables)
     # What these checkpoints are bound to: this run, and everything that changes its result
     # (tfship.checkpoint_guard); another run's checkpoints are never resumed.
     guard = guard_record(
         cfg,
         data_fingerprint=splits.fingerprint,
-        input_shape=splits.input_shape,
-        class_names=splits.class_names,
+        schema=splits.schema,
+        label_names=splits.label_names,
         replicas=replicas,
     )
     # Checkpoint backup: on a fresh runner the newest complete remote generation must be
@@ -252,7 +256,14 @@ def _train(
         strategy, cfg, splits, global_batch=global_batch, start_step=start_step
     )
     train_steps, evaluate = build_steps(
-        strategy, model, optimizer, step_var, global_batch=global_batch
+        strategy,
+        model,
+        optimizer,
+        step_var,
+        global_batch=global_batch,
+        task=task,
+        names=names,
+        class_weights=task.class_weights(splits.y_train, splits.label_names),
     )
     board = TensorBoardLog(run_dir.tensorboard, enabled=chief)
     report = TrainReport(
@@ -277,10 +288,12 @@ def _train(
     history = report.history
 
     step = start_step
+    recorded = task.training_metric_directions()
     last_metrics: dict[str, float] = {
-        k: v for k, v in (history[-1] if history else {}).items() if k in METRICS
+        k: v for k, v in (history[-1] if history else {}).items() if k in recorded
     }
-    epoch_loss = epoch_correct = 0.0
+    epoch_loss = 0.0
+    epoch_stats = np.zeros(len(task.STATISTICS))
     epoch_steps = 0
     epoch_t0 = time.perf_counter()
     epoch_step_seconds = 0.0
@@ -291,19 +304,24 @@ def _train(
             step=step, optimizer_iterations=int(optimizer.iterations.numpy()), keeper=keeper
         )
 
+    def train_metrics() -> dict[str, float]:
+        summary = task.summarize(epoch_stats.tolist(), max(epoch_steps * sample_size, 1))
+        return {"loss": epoch_loss / max(epoch_steps, 1), **summary}
+
+    def val_metrics() -> dict[str, float]:
+        out = evaluate(val_data).numpy().astype(np.float64)
+        count = max(float(out[-1]), 1.0)
+        summary = task.summarize(out[1:-1].tolist(), count)
+        return {"val_loss": out[0] / count, **{f"val_{k}": v for k, v in summary.items()}}
+
     def end_epoch() -> None:
-        nonlocal epoch_loss, epoch_correct, epoch_steps, epoch_t0, last_metrics
+        nonlocal epoch_loss, epoch_stats, epoch_steps, epoch_t0, last_metrics
         nonlocal epoch_step_seconds
         t0 = time.perf_counter()
-        loss_sum, correct, count = (float(v) for v in evaluate(val_data).numpy())
+        validation = val_metrics()
         epoch_eval_seconds = time.perf_counter() - t0
         report.eval_seconds += epoch_eval_seconds
-        metrics = {
-            "loss": epoch_loss / max(epoch_steps, 1),
-            "accuracy": epoch_correct / max(epoch_steps * sample_size, 1),
-            "val_loss": loss_sum / max(count, 1.0),
-            "val_accuracy": correct / max(count, 1.0),
-        }
+        metrics = {**train_metrics(), **validation}
         epoch = math.ceil(step / steps_per_epoch)
         history.append(
             {
@@ -322,15 +340,9 @@ def _train(
             keeper.save_best_if_better(step, metrics)
             backup.sync()
         write_train_json()
-        log.info(
-            "epoch %d: loss %.4f accuracy %.4f val_loss %.4f val_accuracy %.4f",
-            epoch,
-            metrics["loss"],
-            metrics["accuracy"],
-            metrics["val_loss"],
-            metrics["val_accuracy"],
-        )
-        epoch_loss = epoch_correct = 0.0
+        log.info("epoch %d: %s", epoch, " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        epoch_loss = 0.0
+        epoch_stats = np.zeros(len(task.STATISTICS))
         epoch_steps = 0
         epoch_t0 = time.perf_counter()
         epoch_step_seconds = 0.0
@@ -357,7 +369,9 @@ def _train(
                 n = chunk_end(step, tcfg.steps_per_execution, *boundaries) - step
                 flags = tf.constant([float(sigterm.raised), float(keeper.seconds_due())])
                 out = train_steps(iterator, flags, tf.constant(n, dtype=tf.int32))
-                loss_sum, correct, first_bad, stop_flag, time_flag = out.numpy().tolist()
+                values = out.numpy().astype(np.float64)
+                loss_sum, stats = float(values[0]), values[1 : 1 + len(task.STATISTICS)]
+                first_bad, stop_flag, time_flag = values[-3:].tolist()
                 stop, time_due = stop_flag > 0, time_flag > 0
                 elapsed = time.perf_counter() - t0
                 report.train_seconds += elapsed
@@ -369,16 +383,10 @@ def _train(
                 step += n
                 report.steps_run += n
                 epoch_loss += loss_sum
-                epoch_correct += correct
+                epoch_stats = epoch_stats + stats
                 epoch_steps += n
                 epoch = math.ceil(step / steps_per_epoch)
-                progress.update(
-                    step,
-                    n,
-                    epoch,
-                    epoch_loss / epoch_steps,
-                    epoch_correct / (epoch_steps * sample_size),
-                )
+                progress.update(step, n, epoch, train_metrics())
                 if crossed(step, n, tcfg.log_every_steps):
                     board.step_loss(step, loss_sum / n)
                 if stop or time_due or keeper.steps_due(step):
@@ -403,12 +411,7 @@ def _train(
     if report.steps_run == 0:
         # Relaunched after the run had finished: report the restored model's validation
         # metrics (every worker evaluates, so the collectives stay matched).
-        loss_sum, correct, count = (float(v) for v in evaluate(val_data).numpy())
-        last_metrics = {
-            **last_metrics,
-            "val_loss": loss_sum / max(count, 1.0),
-            "val_accuracy": correct / max(count, 1.0),
-        }
+        last_metrics = {**last_metrics, **val_metrics()}
     if keeper.latest_saved_step() != step:
         if not _all_finite(model):
             raise diverged("the weights hold NaN/Inf values")

@@ -10,13 +10,18 @@ the same step.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfship.config import PipelineConfig
+from tfship.model import feed
+
+if TYPE_CHECKING:
+    from tfship.task import Task
 
 _SUM = tf.distribute.ReduceOp.SUM
 
@@ -82,33 +87,35 @@ def build_steps(
     step_var: tf.Variable,
     *,
     global_batch: int,
+    task: Task,
+    names: Sequence[str],
+    class_weights: np.ndarray | None = None,
 ) -> tuple[Callable[[Any, tf.Tensor, tf.Tensor], tf.Tensor], Callable[[Any], tf.Tensor]]:
     """`train_steps(iterator, flags, n)` and `evaluate(dataset)` as tf.functions under `strategy`.
 
-    `train_steps` runs n steps in one call (n is a tensor, so any n reuses one trace) and returns
-    [loss summed over the steps, correct predictions, offset of the first step whose loss was
-    not finite or -1, *flags summed over replicas]; `evaluate` returns [summed loss, correct
-    predictions, examples].
+    The loss and the per-batch sums come from the task (`per_example_loss`,
+    `step_statistics`: S sums). `train_steps` runs n steps in one call (n is a tensor, so any n
+    reuses one trace) and returns [loss summed over the steps, S statistics summed, offset of
+    the first step whose loss was not finite or -1, *flags summed over replicas]; `evaluate`
+    returns [summed per-example loss, S statistics, examples]. Class weights apply to the
+    training loss only, like Keras' `class_weight`.
     """
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+    n_stats = len(task.STATISTICS)
 
-    def _correct(y: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-        pred = tf.argmax(logits, axis=-1, output_type=tf.int64)
-        return tf.reduce_sum(tf.cast(tf.equal(pred, tf.cast(y, tf.int64)), tf.float32))
-
-    def replica_step(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    def replica_step(x: Any, y: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
-            logits = model(x, training=True)
-            loss = tf.nn.compute_average_loss(loss_fn(y, logits), global_batch_size=global_batch)
+            logits = model(feed(names, x), training=True)
+            per_example = task.per_example_loss(y, logits, class_weights)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             if model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        return tf.stack([loss, _correct(y, logits)])
+        return tf.concat([[loss], task.step_statistics(y, logits)], axis=0)
 
     @tf.function
     def train_steps(iterator: Any, flags: tf.Tensor, n: tf.Tensor) -> tf.Tensor:
-        totals = tf.zeros([2])
+        totals = tf.zeros([1 + n_stats])
         first_bad = tf.constant(-1, dtype=n.dtype)
         for i in tf.range(n):
             x, y = next(iterator)
@@ -122,19 +129,31 @@ def build_steps(
 
     @tf.function
     def evaluate(dataset: Any) -> tf.Tensor:
-        def replica_eval(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-            logits = model(x, training=False)
-            return tf.stack(
-                [
-                    tf.reduce_sum(loss_fn(y, logits)),
-                    _correct(y, logits),
-                    tf.cast(tf.shape(y)[0], tf.float32),
-                ]
-            )
+        def replica_eval(x: Any, y: tf.Tensor) -> tf.Tensor:
+            logits = model(feed(names, x), training=False)
+            loss = tf.reduce_sum(task.per_example_loss(y, logits))
+            count = tf.cast(tf.shape(y)[0], tf.float32)
+            return tf.concat([[loss], task.step_statistics(y, logits), [count]], axis=0)
 
-        totals = tf.zeros([3])
+        totals = tf.zeros([2 + n_stats])
         for x, y in dataset:
             totals += strategy.reduce(_SUM, strategy.run(replica_eval, args=(x, y)), axis=None)
         return totals
 
     return train_steps, evaluate
+
+
+def make_optimizer(cfg: PipelineConfig, learning_rate: float, total_steps: int) -> Any:
+    """`train.optimizer` with `train.lr_schedule` (cosine decays to 0 over the run's steps)."""
+    tcfg = cfg.train
+    rate: Any = learning_rate
+    if tcfg.lr_schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, total_steps))
+    decay = {"weight_decay": tcfg.weight_decay} if tcfg.weight_decay is not None else {}
+    if tcfg.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=rate)
+    if tcfg.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=rate, **decay)
+    if tcfg.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=rate, momentum=0.9, **decay)
+    return keras.optimizers.RMSprop(learning_rate=rate, **decay)

@@ -45,24 +45,18 @@ class Progress:
 
             self._bar = tqdm(total=total, initial=initial, unit="step", file=sys.stderr)
 
-    def update(self, step: int, steps: int, epoch: int, loss: float, acc: float) -> None:
-        """`steps` were just run, ending at `step`; shown when they cross a multiple of `every`."""
+    def update(self, step: int, steps: int, epoch: int, metrics: dict[str, float]) -> None:
+        """`steps` were just run, ending at `step`; shown when they cross a multiple of `every`.
+        `metrics`: the epoch's running training metrics (loss and the task's summary)."""
         due = crossed(step, steps, self.every)
         if self._bar is not None:
             self._bar.update(steps)
             if due:
-                self._bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", acc=f"{acc:.3f}")
+                self._bar.set_postfix(epoch=epoch, **{k: f"{v:.4f}" for k, v in metrics.items()})
         elif self.kind == "log" and (due or step == self.total):
             rate = (step - self._s0) / max(time.perf_counter() - self._t0, 1e-9)
-            log.info(
-                "step %d/%d epoch %d loss %.4f accuracy %.4f (%.1f steps/s)",
-                step,
-                self.total,
-                epoch,
-                loss,
-                acc,
-                rate,
-            )
+            shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            log.info("step %d/%d epoch %d %s (%.1f steps/s)", step, self.total, epoch, shown, rate)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -101,12 +95,11 @@ class TensorBoardLog:
     def epoch(self, step: int, metrics: dict[str, float]) -> None:
         if self._train is None or self._val is None:
             return
-        with self._train.as_default(step=step):
-            _scalar("epoch_loss", metrics["loss"])
-            _scalar("epoch_accuracy", metrics["accuracy"])
-        with self._val.as_default(step=step):
-            _scalar("epoch_loss", metrics["val_loss"])
-            _scalar("epoch_accuracy", metrics["val_accuracy"])
+        # Keras' TensorBoard callback names: epoch_<metric> in train/ and validation/.
+        for name, value in metrics.items():
+            writer = self._val if name.startswith("val_") else self._train
+            with writer.as_default(step=step):
+                _scalar(f"epoch_{name.removeprefix('val_')}", value)
 
     def flush(self) -> None:
         for writer in (self._train, self._val):

@@ -77,7 +77,12 @@ def _replay_warmup(client: ServingClient, export_dir: Path, version: int) -> int
     n = 0
     for raw in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
         rec = prediction_log_pb2.PredictionLog.FromString(raw)
-        client.predict_grpc(rec.predict_log.request, version=version)
+        kind = rec.WhichOneof("log_type")
+        if kind == "predict_log":
+            client.predict_grpc(rec.predict_log.request, version=version)
+        else:  # classify_log / regress_log: the tf.Example APIs
+            method = kind.removesuffix("_log")
+            client.example_method_grpc(method, getattr(rec, kind).request, version=version)
         n += 1
     return n
 
@@ -98,7 +103,7 @@ def _exercise(
         )
         cold = time.monotonic() - t_start
         warm = _replay_warmup(client, export_dir, version)
-        outputs = client.predict(golden.golden_inputs(manifest), version=version)
+        check = golden.replay(client, manifest, cfg.serving.tolerance, version=version)
     except ServerAnswered as exc:
         # The server is up and answered: it cannot load or run this export.
         raise ModelError(
@@ -106,7 +111,6 @@ def _exercise(
             hint="the export does not load or does not take its own golden requests; "
             "re-export it (`tfship export`) and check `saved_model_cli show --all`",
         ) from exc
-    check = golden.compare(manifest, outputs, cfg.serving.tolerance)
     one = {k: v[:1] for k, v in golden.golden_inputs(manifest).items()}
     times = []
     for _ in range(cfg.serving.latency_requests):

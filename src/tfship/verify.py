@@ -61,14 +61,14 @@ class VerifyResult:
         )
 
 
-def describe_signature(sig: Any) -> dict[str, Any]:
+def describe_signature(sig: Any, name: str = "serving_default") -> dict[str, Any]:
     """A concrete function's inputs and outputs as the manifest records them."""
 
     def spec(s: Any) -> dict[str, Any]:
         return {"dtype": s.dtype.name, "shape": [-1 if d is None else int(d) for d in s.shape]}
 
     return {
-        "name": SIGNATURE,
+        "name": name,
         "inputs": {k: spec(s) for k, s in sorted(sig.structured_input_signature[1].items())},
         "outputs": {k: spec(s) for k, s in sorted(sig.structured_outputs.items())},
     }
@@ -93,22 +93,60 @@ def golden_tolerance(tolerance: float | None, manifest: Mapping[str, Any], where
     return tol
 
 
+def _leaves_ok(value: Any) -> bool:
+    """Finite numbers, strings and {"b64": str}, nested in lists: what golden JSON may hold."""
+    if isinstance(value, list):
+        return all(_leaves_ok(v) for v in value)
+    if isinstance(value, dict):
+        return set(value) == {"b64"} and isinstance(value["b64"], str)
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return bool(np.isfinite(value))
+    return isinstance(value, str)
+
+
+def _ragged(value: list) -> bool:
+    """True when nested lists differ in length (a batch must be one rectangular tensor)."""
+    try:
+        np.array(value, dtype=object if _has_text(value) else np.float64)
+    except ValueError:
+        return True
+    return False
+
+
+def _has_text(value: Any) -> bool:
+    while isinstance(value, list) and value:
+        value = value[0]
+    return isinstance(value, str | dict)
+
+
 def check_golden_arrays(manifest: Mapping[str, Any], export_dir: Path) -> None:
-    """Golden inputs and outputs: rectangular, finite numbers, one row per request each."""
+    """Golden inputs, outputs and examples: finite numbers or strings, one row per request."""
+    golden = manifest["golden"]
+    sides = [("inputs", golden["inputs"]), ("outputs", golden["outputs"])]
+    for method, block in (golden.get("examples") or {}).items():
+        examples = block.get("examples")
+        if not isinstance(examples, list) or not all(
+            isinstance(row, dict) and all(_leaves_ok(v) for v in row.values()) for row in examples
+        ):
+            raise ModelError(
+                f"{export_dir / MANIFEST}: golden {method} examples are not a list of "
+                "feature -> value objects",
+                hint="re-export (never edit an export)",
+            )
+        sides.append((f"{method} examples", {"examples": [0] * len(examples)}))
+        sides.append((f"{method} outputs", block.get("outputs") or {}))
     rows = set()
-    for side in ("inputs", "outputs"):
-        for name, value in manifest["golden"][side].items():
-            try:
-                arr = np.asarray(value, dtype=np.float64)
-            except (TypeError, ValueError):
-                arr = None
-            if arr is None or arr.ndim == 0 or not np.all(np.isfinite(arr)):
+    for side, values in sides:
+        for name, value in values.items():
+            if not isinstance(value, list) or not value or not _leaves_ok(value) or _ragged(value):
                 raise ModelError(
-                    f"{export_dir / MANIFEST}: golden {side} '{name}' is not a rectangular "
-                    "array of finite numbers",
+                    f"{export_dir / MANIFEST}: golden {side} '{name}' is not a non-empty "
+                    "rectangular array of finite numbers or strings",
                     hint="re-export (never edit an export)",
                 )
-            rows.add(len(arr))
+            rows.add(len(value))
     if len(rows) != 1:
         raise ModelError(
             f"{export_dir / MANIFEST}: golden inputs and outputs disagree on the number of "
@@ -150,7 +188,12 @@ def run_cpp_loader(
         feeds = []
         for name, value in inputs.items():
             path = Path(tmp) / f"in_{name}.npy"
-            np.save(path, value)
+            arr = np.asarray(value)
+            if arr.dtype == object:  # strings: a bytes array loads without pickle
+                arr = np.asarray([bytes(v) for v in arr.ravel()], dtype=np.bytes_).reshape(
+                    arr.shape
+                )
+            np.save(path, arr, allow_pickle=False)
             feeds.append(f"{name}={path}")
         outdir = Path(tmp) / "out"
         cmd = [
@@ -191,7 +234,9 @@ def run_cpp_loader(
                 f"{proc.returncode}; expected it to load and run '{SIGNATURE}':\n    {tail}",
                 hint="TF Serving would fail the same way; export with keras.export.ExportArchive",
             )
-        outputs = {p.stem: np.load(p) for p in outdir.glob("*.npy")}
+        # String outputs come back as object arrays (pickled by saved_model_cli, which ran in
+        # our own child process on a directory it created).
+        outputs = {p.stem: np.load(p, allow_pickle=True) for p in outdir.glob("*.npy")}
     return outputs, seconds
 
 
@@ -252,8 +297,9 @@ def _python_replay(export_dir: Path, manifest: Mapping[str, Any], tol: float) ->
             hint="the SavedModel and its manifest disagree; re-export (never edit an export)",
         ) from None
     diff = check_golden(manifest, outputs, tol, "tf.saved_model.load")
+    diff = max(diff, _replay_examples(loaded, manifest, tol, export_dir))
     try:
-        records = read_warmup(export_dir / WARMUP)
+        records = read_warmup_logs(export_dir / WARMUP)
     except ModelError:
         raise
     except Exception as exc:  # a damaged file: TF's DataLossError, protobuf's DecodeError, ...
@@ -267,30 +313,92 @@ def _python_replay(export_dir: Path, manifest: Mapping[str, Any], tol: float) ->
             f"{export_dir / WARMUP} has {len(records)} records; TF Serving refuses "
             f"to load a model with more than {MAX_WARMUP_RECORDS}"
         )
-    if records:
-        try:
-            batch = {name: np.concatenate([r[name] for r in records]) for name in records[0]}
+    predict = [payload for kind, payload in records if kind == "predict"]
+    try:
+        if predict:
+            batch = {name: np.concatenate([r[name] for r in predict]) for name in predict[0]}
             warm = sig(**{k: tf.constant(v) for k, v in batch.items()})
-        except Exception as exc:  # a failing warmup record makes TF Serving fail the load
-            raise ModelError(f"{export_dir / WARMUP}: warmup requests fail: {exc}") from exc
-        require_finite({k: v.numpy() for k, v in warm.items()}, "warmup requests")
+            require_finite({k: v.numpy() for k, v in warm.items()}, "warmup requests")
+        for method in sorted({kind for kind, _ in records} - {"predict"}):
+            fn = loaded.signatures.get(method)
+            if fn is None:
+                raise ModelError(f"{export_dir / WARMUP}: {method} records but no such signature")
+            examples = [e for kind, payload in records if kind == method for e in payload]
+            warm = fn(inputs=tf.constant(examples, dtype=tf.string))
+            require_finite({k: v.numpy() for k, v in warm.items()}, f"{method} warmup requests")
+    except ModelError:
+        raise
+    except Exception as exc:  # a failing warmup record makes TF Serving fail the load
+        raise ModelError(f"{export_dir / WARMUP}: warmup requests fail: {exc}") from exc
     return diff, len(records)
 
 
+def _replay_examples(loaded: Any, manifest: Mapping[str, Any], tol: float, where: Path) -> float:
+    """The tf.Example endpoints (classify / regress) reproduce their golden outputs."""
+    import tensorflow as tf
+
+    from tfship.data.schema import Schema
+    from tfship.features_io import serialize
+
+    worst = 0.0
+    blocks = manifest["golden"].get("examples") or {}
+    if not blocks:
+        return worst
+    schema = Schema.from_json(manifest["schema"])
+    for method, block in blocks.items():
+        fn = loaded.signatures.get(method)
+        if fn is None:
+            raise ModelError(
+                f"{where}: the manifest has golden {method!r} examples but the SavedModel has "
+                f"no {method!r} signature (has {sorted(loaded.signatures)})",
+                hint="re-export (never edit an export)",
+            )
+        try:
+            batch = tf.constant(serialize(schema, block["examples"]), dtype=tf.string)
+            outputs = {k: v.numpy() for k, v in fn(inputs=batch).items()}
+        except Exception as exc:  # examples the endpoint cannot parse
+            raise ModelError(
+                f"{where}: the golden {method!r} examples fail: {type(exc).__name__}: "
+                f"{str(exc)[:300]}",
+                hint="the SavedModel and its manifest disagree; re-export",
+            ) from None
+        sub = {"golden": {"tolerance": tol, "outputs": block["outputs"]}}
+        worst = max(worst, check_golden(sub, outputs, tol, f"tf.saved_model.load {method!r}"))
+    return worst
+
+
 def read_warmup(path: Path) -> list[dict[str, np.ndarray]]:
-    """Inputs of every PredictionLog record in a warmup file ([] when there is none)."""
+    """Inputs of every predict record in a warmup file ([] when there is none); classify and
+    regress records (tf.Example warmups of those endpoints) are checked by `read_warmup_logs`."""
+    return [payload for kind, payload in read_warmup_logs(path) if kind == "predict"]
+
+
+def read_warmup_logs(path: Path) -> list[tuple[str, Any]]:
+    """(kind, payload) per record: ("predict", inputs) or ("classify"/"regress", examples as
+    serialized bytes). ModelError for a record of another kind or signature."""
     if not path.exists():
         return []
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
-    out = []
+    out: list[tuple[str, Any]] = []
     for i, raw in enumerate(tf.data.TFRecordDataset(str(path)).as_numpy_iterator()):
         rec = prediction_log_pb2.PredictionLog.FromString(raw)
-        req = rec.predict_log.request
-        if not rec.HasField("predict_log") or req.model_spec.signature_name not in ("", SIGNATURE):
-            raise ModelError(f"{path}: record {i} is not a PredictLog for '{SIGNATURE}'")
-        out.append({k: tf.make_ndarray(v) for k, v in req.inputs.items()})
+        kind = rec.WhichOneof("log_type")
+        if kind == "predict_log":
+            req = rec.predict_log.request
+            if req.model_spec.signature_name not in ("", SIGNATURE):
+                raise ModelError(f"{path}: record {i} is not a PredictLog for '{SIGNATURE}'")
+            out.append(("predict", {k: tf.make_ndarray(v) for k, v in req.inputs.items()}))
+        elif kind in ("classify_log", "regress_log"):
+            method = kind.removesuffix("_log")
+            req = getattr(rec, kind).request
+            if req.model_spec.signature_name != method:
+                raise ModelError(f"{path}: record {i} is a {method} log for another signature")
+            examples = [e.SerializeToString() for e in req.input.example_list.examples]
+            out.append((method, examples))
+        else:
+            raise ModelError(f"{path}: record {i} is a {kind}; expected predict/classify/regress")
     return out
 
 
@@ -319,10 +427,6 @@ def verify_export(
     manifest = check_manifest(raw, version=named, where=str(export_dir))
     check_golden_arrays(manifest, export_dir)
     tol = golden_tolerance(tolerance, manifest, export_dir)
-    require_finite(
-        {k: np.asarray(v, dtype=np.float64) for k, v in manifest["golden"]["outputs"].items()},
-        f"{export_dir / MANIFEST} golden",
-    )
     data_files = check_data_manifest(export_dir, manifest)
     py_diff, warmup = _python_replay(export_dir, manifest, tol)
     outputs, seconds = run_cpp_loader(export_dir, golden_inputs(manifest), timeout=timeout)

@@ -98,10 +98,30 @@ def test_exported_model_reaches_the_demo_accuracy_target(
     splits = load_splits(cfg)
     export = run_dir / "export" / exported_version(run_dir)
     serve = tf.saved_model.load(str(export)).signatures["serving_default"]
-    out = serve(pixels=tf.constant(splits.x_test))
+    out = serve(pixels=tf.constant(splits.x_test["pixels"]))
     accuracy = float(np.mean(out["class_id"].numpy() == splits.y_test))
     assert accuracy >= 0.95, accuracy
     np.testing.assert_allclose(out["probabilities"].numpy().sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_the_task_seam_left_the_digits_demo_outputs_unchanged(
+    demo_run: tuple[Path, Path, dict], repo_root: Path
+) -> None:
+    # Recorded by the last tfship before the task seam, same config and seed: the same golden
+    # rows, the same probabilities and classes (bit-identical on the machine that recorded it;
+    # a small tolerance allows another CPU's float rounding).
+    before = json.loads(
+        (repo_root / "tests" / "fixtures" / "digits_golden_before_task_seam.json").read_text()
+    )
+    run_dir, _, _ = demo_run
+    export = run_dir / "export" / exported_version(run_dir)
+    golden = json.loads((export / "assets.extra" / "tfship-manifest.json").read_text())["golden"]
+    assert golden["inputs"] == before["inputs"]
+    assert golden["outputs"]["class_id"] == before["outputs"]["class_id"]
+    np.testing.assert_allclose(
+        golden["outputs"]["probabilities"], before["outputs"]["probabilities"], atol=1e-5
+    )
+    assert golden["outputs"]["class_name"] == [str(c) for c in before["outputs"]["class_id"]]
 
 
 def test_a_second_train_resumes_instead_of_retraining(

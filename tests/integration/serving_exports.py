@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.helpers.schemas import pixels_schema
 from tfship.config import load_config
 from tfship.rundir import RunDir
 
@@ -50,9 +51,10 @@ def export_good(root: Path, version: int, seed: int) -> RunDir:
         tiny_model(seed),
         cfg=cfg,
         run_dir=run_dir,
-        class_names=[str(i) for i in range(10)],
-        golden_x=golden_pixels(),
-        warmup_x=golden_pixels(2),
+        schema=pixels_schema(),
+        label_names=[str(i) for i in range(10)],
+        golden_x={"pixels": golden_pixels()},
+        warmup_x={"pixels": golden_pixels(2)},
         training_summary={},
         data_fingerprint="test",
         version=version,
@@ -77,23 +79,30 @@ def export_missing_variables(good: RunDir, root: Path, version: int) -> RunDir:
     return run_dir
 
 
+LABELS = [str(i) for i in range(10)]
+
+
+def _endpoints(model, input_name: str):
+    """The signatures tfship's export writes for a digits classifier: serving_default and
+    classify (tf.Example in), from tfship.export itself."""
+    from tfship.export import example_function, signature_function
+    from tfship.task import ClassificationTask
+
+    schema, task = pixels_schema(name=input_name), ClassificationTask()
+    serve, spec = signature_function(model, schema, task, LABELS)
+    return schema, serve, spec, example_function(model, schema, task, LABELS, "classify")
+
+
 def _archive(model, dst: Path, input_name: str) -> None:
     import keras
     import tensorflow as tf
 
-    def serve(x):
-        logits = model(x, training=False)
-        return {
-            "probabilities": tf.nn.softmax(logits),
-            "class_id": tf.argmax(logits, axis=-1, output_type=tf.int64),
-        }
-
+    _, serve, spec, classify = _endpoints(model, input_name)
     archive = keras.export.ExportArchive()
     archive.track(model)
+    archive.add_endpoint("serving_default", serve, input_signature=spec)
     archive.add_endpoint(
-        "serving_default",
-        tf.function(serve),
-        input_signature=[tf.TensorSpec([None, 8, 8, 1], tf.float32, name=input_name)],
+        "classify", classify, input_signature=[tf.TensorSpec([None], tf.string, name="inputs")]
     )
     tmp = dst.with_name(".tmp-" + dst.name)
     archive.write_out(str(tmp), verbose=False)
@@ -130,11 +139,18 @@ def export_variant(good: RunDir, root: Path, version: int, seed: int) -> RunDir:
     manifest = json.loads((dst / MANIFEST).read_text())
     shutil.rmtree(dst)
     _archive(model, dst, "pixels")
+    from tfship.features_io import serialize
+
+    schema, serve, _, classify = _endpoints(model, "pixels")
     x = np.asarray(manifest["golden"]["inputs"]["pixels"], dtype="float32")
-    logits = model(x, training=False)
-    manifest["golden"]["outputs"] = {
-        "probabilities": tf.nn.softmax(logits).numpy().tolist(),
-        "class_id": tf.argmax(logits, axis=-1).numpy().tolist(),
+    outputs = {k: v.numpy() for k, v in serve(tf.constant(x)).items()}
+    outputs["class_name"] = [c.decode() for c in outputs["class_name"]]
+    manifest["golden"]["outputs"] = {k: np.asarray(v).tolist() for k, v in outputs.items()}
+    block = manifest["golden"]["examples"]["classify"]
+    scored = classify(tf.constant(serialize(schema, block["examples"])))
+    block["outputs"] = {
+        "scores": scored["scores"].numpy().tolist(),
+        "classes": [[c.decode() for c in row] for row in scored["classes"].numpy()],
     }
     (dst / MANIFEST).write_text(json.dumps(manifest))
     return run_dir

@@ -78,9 +78,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_mirrored_strategy_on_two_logical_cpu_devices_trains_with_two_replicas(tmp_path):
+def write_table(path: Path, rows: int = 400) -> Path:
+    """A binary table with a number, a category (with gaps) and a short text per row."""
+    rng = np.random.default_rng(3)
+    amount = rng.gamma(2.0, 40.0, rows)
+    country = rng.choice(["de", "fr", "us", ""], rows)
+    words = rng.choice(["refund", "gift", "late", "urgent", "card", "thanks"], (rows, 4))
+    label = (amount / 80 + (country == "us") + rng.normal(0, 0.5, rows) > 1.5).astype(int)
+    lines = ["amount,country,note,label"] + [
+        f"{'' if i % 17 == 0 else f'{a:.2f}'},{c},{' '.join(w)},{y}"
+        for i, (a, c, w, y) in enumerate(zip(amount, country, words, label, strict=True))
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def data_overrides(kind: str, tmp_path: Path) -> list[str]:
+    """Digits (one image input) or a table (named numeric, categorical and text inputs)."""
+    if kind == "digits":
+        return []
+    csv = write_table(tmp_path / "table.csv")
+    return ["data.source=csv", f"data.path={csv}", "task.type=binary", "data.limit=null"]
+
+
+@pytest.mark.parametrize("data", ["digits", "table"])
+def test_mirrored_strategy_on_two_logical_cpu_devices_trains_with_two_replicas(tmp_path, data):
     run_dir = tmp_path / "run"
-    proc = run(train_cmd(run_dir, "train.cpu_logical_devices=2", "train.max_steps=4"), cwd=tmp_path)
+    extra = data_overrides(data, tmp_path)
+    cmd = train_cmd(run_dir, "train.cpu_logical_devices=2", "train.max_steps=4", *extra)
+    proc = run(cmd, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["strategy"] == "MirroredStrategy"
@@ -90,13 +116,15 @@ def test_mirrored_strategy_on_two_logical_cpu_devices_trains_with_two_replicas(t
     assert json.loads((run_dir / "train.json").read_text())["replicas"] == 2
 
 
-def test_two_worker_processes_train_in_sync_and_only_the_chief_writes(tmp_path):
+@pytest.mark.parametrize("data", ["digits", "table"])
+def test_two_worker_processes_train_in_sync_and_only_the_chief_writes(tmp_path, data):
     workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    extra = data_overrides(data, tmp_path)
     procs = []
     for index in range(2):
         cfg = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         cmd = train_cmd(
-            tmp_path / f"worker{index}", "train.max_steps=6", "checkpoint.every_steps=2"
+            tmp_path / f"worker{index}", "train.max_steps=6", "checkpoint.every_steps=2", *extra
         )
         procs.append(
             subprocess.Popen(
@@ -176,10 +204,11 @@ def test_kill_9_then_relaunch_resumes_from_the_last_checkpoint(tmp_path):
     from tfship.rundir import RunDir
 
     cfg = load_config(run_dir / "config.resolved.yaml")
-    model, info = restore_for_export(cfg, RunDir(run_dir), which="latest")
-    assert info["step"] == 260
     splits = load_splits(cfg)
-    accuracy = float((model.predict(splits.x_test, verbose=0).argmax(-1) == splits.y_test).mean())
+    model, info = restore_for_export(cfg, RunDir(run_dir), which="latest", splits=splits)
+    assert info["step"] == 260
+    predicted = model.predict(splits.x_test["pixels"], verbose=0).argmax(-1)
+    accuracy = float((predicted == splits.y_test).mean())
     assert accuracy > 0.8
 
 

@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers.schemas import pixels_schema
 from tfship import cli
 from tfship.config import ModelConfig, load_config
 from tfship.data import load_splits
 from tfship.errors import ConfigError, DataError, ModelError
-from tfship.model import build_model, resolve_builder
+from tfship.model import ModelSpec, build_model, resolve_builder
 
 UM = "tests.unit.user_models"
 RNG = np.random.default_rng(0)
@@ -50,7 +51,7 @@ def test_a_builder_module_that_cannot_give_a_function_is_a_model_error(
     (tmp_path / f"{name}.py").write_text(source)
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ModelError) as err:
-        build_model(ModelConfig(builder=f"{name}:build"), (8, 8, 1), 10)
+        build_model(ModelConfig(builder=f"{name}:build"), ModelSpec.image((8, 8, 1), 10))
     assert fragment in str(err.value) and f"{name}:build" in str(err.value)
     assert err.value.exit_code == 6
 
@@ -73,7 +74,7 @@ BAD_BUILDERS = [  # (builder, model.options, fragment)
     (f"{UM}:fixed_input_shape", {}, "does not match the data's (None, 8, 8, 1)"),
     (f"{UM}:two_outputs", {}, "the model has 2 outputs"),
     (f"{UM}:two_inputs", {}, "the model has 2 inputs"),
-    (f"{UM}:fails_on_call", {}, "the model fails on a batch of input shape (2, 8, 8, 1)"),
+    (f"{UM}:fails_on_call", {}, "the model fails on a batch of two rows {'pixels': [2, 8, 8, 1]}"),
     (f"{UM}:nan_logits", {}, "NaN/Inf logit(s)"),
     (f"{UM}:int_logits", {}, "outputs dtype int32; expected floating-point logits"),
 ]
@@ -82,7 +83,7 @@ BAD_BUILDERS = [  # (builder, model.options, fragment)
 @pytest.mark.parametrize(("builder", "options", "fragment"), BAD_BUILDERS)
 def test_a_broken_builder_is_a_model_error_naming_it(builder, options, fragment):
     with pytest.raises(ModelError) as err:
-        build_model(ModelConfig(builder=builder, options=options), (8, 8, 1), 10)
+        build_model(ModelConfig(builder=builder, options=options), ModelSpec.image((8, 8, 1), 10))
     assert fragment in str(err.value) and builder in str(err.value)
     assert err.value.exit_code == 6
 
@@ -95,7 +96,7 @@ def test_a_malformed_builder_reference_is_a_config_error(spec):
 
 
 def test_a_compiled_model_is_accepted_with_a_warning_that_compile_is_ignored(caplog):
-    model = build_model(ModelConfig(builder=f"{UM}:compiled"), (8, 8, 1), 10)
+    model = build_model(ModelConfig(builder=f"{UM}:compiled"), ModelSpec.image((8, 8, 1), 10))
     assert model(np.zeros((1, 8, 8, 1), np.float32)).shape == (1, 10)
     assert "its loss, optimizer and metrics are ignored" in caplog.text
 
@@ -166,7 +167,7 @@ IMAGE_FOLDER_CASES = [  # (breakage, fragment)
     ),
     (lambda r: (r / "cat").rename(os.fsdecode(bytes(r) + b"/ch\xe2t")), "is not valid UTF-8"),
     (lambda r: (r / "cat").rename(r / "c\nat"), "is not a printable class name"),
-    (lambda r: (r / "cat").rename(r / "-1"), "label '-1' is not a class"),
+    (lambda r: (r / "cat").rename(r / ("c" * 201)), "is not a printable class name of at most"),
     (lambda r: [(r / "dog" / f"{i}.png").unlink() for i in range(4)], "'dog' (2)"),
 ]
 
@@ -200,34 +201,42 @@ def csv_bytes(rows=None, header=HEADER) -> bytes:
     return out.getvalue().encode()
 
 
-CSV_CASES = [  # (case, file content, fragment)
-    ("latin-1 bytes", csv_bytes() + "café,1\n".encode("latin-1"), "line 20 is not UTF-8 text"),
-    ("NUL byte", csv_bytes(with_cell(2, 0, "1\x00")), "is not a printable class name"),
-    ("oversized field", csv_bytes() + b'1,"' + b"9" * 200_000 + b'"\n', "field larger than"),
-    ("non-numeric cell", csv_bytes(with_cell(4, 3, "abc")), "line 6, column 'p2': non-numeric"),
-    ("negative label", csv_bytes(with_cell(0, 0, "-1")), "label '-1' is not a class"),
-    ("fractional label", csv_bytes(with_cell(0, 0, "2.5")), "label '2.5' is not a class"),
-    ("NaN label", csv_bytes(with_cell(0, 0, "nan")), "label 'nan' is not a class"),
-    ("label beyond int64", csv_bytes(with_cell(0, 0, str(2**64))), "is not a class"),
-    ("empty label", csv_bytes(with_cell(0, 0, "")), "example 0 has an empty label"),
-    ("NaN pixel", csv_bytes(with_cell(2, 5, "nan")), "1 pixel value(s) are NaN or Inf"),
-    ("Inf pixel", csv_bytes(with_cell(2, 5, "-inf")), "(example 2)"),
-    ("pixel above 255", csv_bytes(with_cell(3, 1, "300")), "outside [0, 255]; first at index (3,"),
-    ("duplicate label column", csv_bytes(header=[*HEADER[:-1], "label"]), "2 column(s) named"),
-    ("scarce class", csv_bytes([*good_rows(), ["7"] + ["1"] * 64]), "'7' (1)"),
+P2_NUMERIC = ("data.features={p2: numeric}",)
+CSV_CASES = [  # (case, file content, extra --set, fragment)
+    ("latin-1 bytes", csv_bytes() + "café,1\n".encode("latin-1"), (), "line 20 is not UTF-8 text"),
+    ("NUL byte", csv_bytes(with_cell(2, 0, "1\x00")), (), "is not a printable class name"),
+    ("oversized field", csv_bytes() + b'1,"' + b"9" * 200_000 + b'"\n', (), "field larger than"),
+    ("short row", csv_bytes() + b"1,2\n", (), "line 20: 2 fields; expected 65"),
+    (
+        "non-numeric cell in a numeric column",
+        csv_bytes(with_cell(4, 3, "abc")),
+        P2_NUMERIC,
+        "column 'p2' row 4: found 'abc'; expected a number",
+    ),
+    ("declared column absent", csv_bytes(), ("data.features={age: numeric}",), "['age'] declared"),
+    ("duplicate feature column", csv_bytes(header=["label", *["p"] * 64]), (), "more than once"),
+    # A stray label value (an "unlabelled" -1, a regression target) is a class of one.
+    ("negative label", csv_bytes(with_cell(0, 0, "-1")), (), "'-1' (1)"),
+    ("fractional label", csv_bytes(with_cell(0, 0, "2.5")), (), "'2.5' (1)"),
+    ("NaN label", csv_bytes(with_cell(3, 0, "nan")), (), "1 of 18 examples have no label"),
+    ("empty label", csv_bytes(with_cell(0, 0, "")), (), "have no label (missing, NaN or empty)"),
+    ("Inf cell", csv_bytes(with_cell(2, 5, "-inf")), (), "column 'p4': found 1 infinite value"),
+    ("duplicate label column", csv_bytes(header=[*HEADER[:-1], "label"]), (), "2 column(s) named"),
+    ("scarce class", csv_bytes([*good_rows(), ["7"] + ["1"] * 64]), (), "'7' (1)"),
     (
         "an ID column as label",
         csv_bytes([[str(i), *r[1:]] for i, r in enumerate(good_rows())]),
+        (),
         "18 class(es) have fewer than 3 examples",
     ),
 ]
 
 
-@pytest.mark.parametrize(("case", "content", "fragment"), CSV_CASES)
-def test_a_bad_csv_is_a_data_error_naming_what_and_where(case, content, fragment, tmp_path):
+@pytest.mark.parametrize(("case", "content", "sets", "fragment"), CSV_CASES)
+def test_a_bad_csv_is_a_data_error_naming_what_and_where(case, content, sets, fragment, tmp_path):
     (tmp_path / "d.csv").write_bytes(content)
     with pytest.raises(DataError) as err:
-        load_splits(data_cfg("csv", tmp_path / "d.csv"))
+        load_splits(data_cfg("csv", tmp_path / "d.csv", *sets))
     assert fragment in str(err.value) and err.value.exit_code == 4
 
 
@@ -252,11 +261,11 @@ def y_as(y):
 
 NPZ_CASES = [  # (case, arrays, extra --set, fragment)
     ("object array", y_as(np.array([None] * 18, dtype=object)), (), "holds Python objects"),
-    ("multi-hot labels", y_as(np.ones((18, 3))), (), "neither one class nor a one-hot row"),
-    ("soft labels", y_as(np.eye(3)[arrays()[1]] * 0.9), (), "neither one class nor a one-hot"),
-    ("labels (n, 3, 1)", y_as(np.zeros((18, 3, 1))), (), "labels have shape (18, 3, 1)"),
-    ("fractional labels", y_as(arrays()[1] + 0.5), (), "label 0.5 is not a class"),
-    ("negative labels", y_as(arrays()[1] - 1), (), "label -1 is not a class"),
+    ("multi-hot labels", y_as(np.ones((18, 3))), (), "takes one label per example"),
+    ("soft labels", y_as(np.eye(3)[arrays()[1]] * 0.9), (), "takes one label per example"),
+    ("labels (n, 3, 1)", y_as(np.zeros((18, 3, 1))), (), "array of shape [18, 3, 1]"),
+    ("NaN labels", y_as(np.where(arrays()[1] == 2, np.nan, 1.0)), (), "6 of 18 examples have no"),
+    ("no label array", {"x": arrays()[0], "z": arrays()[1]}, (), "no label array 'label'"),
     ("non-UTF-8 byte labels", y_as(np.array([b"\xff", b"a", b"b"] * 6)), (), "is not UTF-8"),
     ("text pixels", {"x": np.array(["a"] * 18), "y": arrays()[1]}, (), "expected numeric pixels"),
     (
@@ -347,16 +356,21 @@ def test_a_zip_bomb_npz_is_refused_by_its_declared_size(tmp_path, monkeypatch):
         load_splits(data_cfg("npz", tmp_path / "d.npz"))
 
 
-@pytest.mark.parametrize(
-    "y", [np.eye(3)[np.arange(18) % 3], (np.arange(18) % 3)[:, None]], ids=["one-hot", "column"]
-)
-def test_one_hot_or_column_labels_are_read_as_class_indices(y, tmp_path):
+def test_column_labels_are_read_as_class_indices(tmp_path):
     x = arrays()[0]
-    np.savez(tmp_path / "d.npz", x=x, y=y)
+    np.savez(tmp_path / "d.npz", x=x, y=(np.arange(18) % 3)[:, None])
     s = load_splits(data_cfg("npz", tmp_path / "d.npz"))
     assert s.class_names == ("0", "1", "2")
-    pairs = {(xi.tobytes(), int(yi)) for xi, yi in zip(s.x_train, s.y_train, strict=True)}
+    pairs = {(xi.tobytes(), int(yi)) for xi, yi in zip(s.x_train["pixels"], s.y_train, strict=True)}
     assert pairs <= {(xi[..., None].tobytes(), i % 3) for i, xi in enumerate(x)}
+
+
+def test_one_hot_labels_are_multi_hot_for_multilabel_and_refused_for_classification(tmp_path):
+    np.savez(tmp_path / "d.npz", x=arrays()[0], y=np.eye(3)[np.arange(18) % 3])
+    multi = load_splits(data_cfg("npz", tmp_path / "d.npz", "task.type=multilabel"))
+    assert multi.label_names == ("0", "1", "2") and multi.y_train.shape == (12, 3)
+    with pytest.raises(DataError, match="for one-hot labels pass their argmax"):
+        load_splits(data_cfg("npz", tmp_path / "d.npz"))
 
 
 def example(image=None, floats=None, label=(1,)) -> bytes:
@@ -396,9 +410,10 @@ TFRECORD_CASES = [  # (case, extra record, fragment)
         "are NaN or Inf; first at index (18,",
     ),
     ("pixels above 255", example(floats=[1000.0] * 64), "64 pixel value(s) are outside [0, 255]"),
-    ("a multi-hot label", example([png()], label=(1, 1, 0)), "neither one class nor a one-hot"),
-    ("a negative label", example([png()], label=(-4,)), "label -4 is not a class"),
-    ("no label value", example([png()], label=()), "holds no value"),
+    ("several labels", example([png()], label=(1, 1, 0)), "takes one label per example; row 18"),
+    ("a stray negative label", example([png()], label=(-4,)), "'-4' (1)"),
+    ("no label value", example([png()], label=()), "1 of 19 examples have no label"),
+    ("no label", example([png()], label=None), "missing feature(s) ['label']"),
     ("two encoded images", example([png(), png()]), "holds 2 encoded images; expected one"),
     ("a decompression bomb", example([png((5000, 5000))]), "5000x5000 pixels"),
     ("undecodable bytes", example([b"GIF89a..."]), "cannot read"),
@@ -413,9 +428,11 @@ def test_a_bad_tfrecord_is_a_data_error(case, record, fragment, tmp_path):
     assert fragment in str(err.value) and err.value.exit_code == 4
 
 
-def test_one_hot_tfrecord_labels_are_read_as_class_indices(tmp_path):
-    folder = tfrecords(tmp_path / "tfr", [], label=lambda i: [int(i % 3 == k) for k in range(3)])
-    assert load_splits(data_cfg("tfrecord", folder)).class_names == ("0", "1", "2")
+def test_several_tfrecord_label_ids_are_a_label_set_for_multilabel(tmp_path):
+    folder = tfrecords(tmp_path / "tfr", [], label=lambda i: [i % 3, (i + 1) % 3])
+    s = load_splits(data_cfg("tfrecord", folder, "task.type=multilabel"))
+    assert s.label_names == ("0", "1", "2")
+    assert (s.y_train.sum(axis=1) == 2).all()
 
 
 # TF opens a TFRecord FIFO in C++, where the signal method cannot interrupt a hang.
@@ -438,8 +455,8 @@ def test_tfship_data_snapshot_and_load_never_open_a_fifo(source, name, tmp_path)
     ("source", "make", "fragment"),
     [
         ("image_folder", lambda p: os.mkfifo(image_folder(p) / "dog" / "p.png"), "is a FIFO"),
-        ("npz", lambda p: np.savez(p, x=arrays()[0], y=np.ones((18, 3))), "neither one class"),
-        ("csv", lambda p: p.write_bytes(csv_bytes(with_cell(1, 2, "inf"))), "NaN or Inf"),
+        ("npz", lambda p: np.savez(p, x=arrays()[0], y=np.ones((18, 3))), "one label per"),
+        ("csv", lambda p: p.write_bytes(csv_bytes(with_cell(1, 2, "inf"))), "infinite value"),
         ("csv", lambda p: None, "/dev/null is a device"),
     ],
 )
@@ -479,8 +496,8 @@ def test_nan_pixels_handed_to_run_train_are_a_data_error_not_a_divergence(tmp_pa
     from tfship.train import run_train
 
     splits = make_splits()
-    x = splits.x_train.copy()
-    x[7, 1, 2, 0] = np.nan
+    x = {"pixels": splits.x_train["pixels"].copy()}
+    x["pixels"][7, 1, 2, 0] = np.nan
     with pytest.raises(DataError, match=r"first at index \(7, 1, 2, 0\)"):
         run_train(make_cfg(), RunDir(tmp_path / "run"), splits=replace(splits, x_train=x))
 
@@ -532,13 +549,15 @@ def test_an_export_request_outside_what_tf_serving_loads_is_refused(
 
     h = exporter.helpers
     call = {"golden_x": pixels(4), "warmup_x": pixels(2), **kwargs}
+    call["golden_x"], call["warmup_x"] = {"pixels": call["golden_x"]}, {"pixels": call["warmup_x"]}
     cfg = h.PipelineConfig.model_validate({"export": {"version_scheme": "sequential"}})
     with pytest.raises(error) as err:
         h.export_mod.export_savedmodel(
             h.tiny_model(),
             cfg=cfg,
             run_dir=exporter.run_dir,
-            class_names=["a", "b", "c"],
+            schema=pixels_schema(),
+            label_names=["a", "b", "c"],
             training_summary={},
             data_fingerprint="f" * 64,
             **call,

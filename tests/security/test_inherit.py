@@ -24,6 +24,7 @@ import tensorflow as tf
 import tfship
 from tests.helpers.checkpoint_files import save as save_fake_generation
 from tests.helpers.preempt import preempt_before_call
+from tests.helpers.schemas import pixels_schema
 from tests.unit.test_checkpoints import make_cfg, make_splits
 from tfship.backup import TrainingBackup, open_training_backup
 from tfship.backup.store import open_store
@@ -31,9 +32,10 @@ from tfship.backup.sync import CheckpointBackup
 from tfship.checkpoint_guard import guard_record, start_fresh
 from tfship.checkpoints import TrainingCheckpoints, restore_for_export
 from tfship.config import PipelineConfig
+from tfship.data.schema import Feature, Kind, Schema
 from tfship.env import default_run_id
 from tfship.errors import ConfigError, ExitCode, Preempted
-from tfship.model import build_model
+from tfship.model import ModelSpec, build_model
 from tfship.rundir import RunDir, checkpoint_dir
 from tfship.train import run_train
 
@@ -106,11 +108,16 @@ def keeper_for(run: Run, cfg: PipelineConfig, run_dir: RunDir, monkeypatch, mode
     optimizer.build(model.trainable_variables)
     step = tf.Variable(0, dtype=tf.int64)
     shape = tuple(model.inputs[0].shape[1:])
+    schema = (
+        pixels_schema(shape)
+        if len(shape) == 3
+        else Schema((Feature("x", Kind.NUMERIC, "float32", shape),), "label")
+    )
     guard = guard_record(
         cfg,
         data_fingerprint=run.data,
-        input_shape=shape,
-        class_names=("a", "b") if shape == (2,) else ("a", "b", "c"),
+        schema=schema,
+        label_names=("a", "b") if shape == (2,) else ("a", "b", "c"),
         replicas=run.replicas,
     )
     keeper = TrainingCheckpoints(
@@ -164,9 +171,8 @@ def run_json_is_a_list(ctx: Context) -> None:
 
 def old_format_run_json(ctx: Context) -> None:
     # What tfship wrote before the guard held the run identity and the code version.
-    guard = json.loads((ctx.directory / "run.json").read_text())
     old = {"schema": "tfship-checkpoints/1", "fingerprint": "0" * 64, "frozen": {}}
-    old.update(input_shape=guard["trained"]["input_shape"], num_classes=2, class_names=["a", "b"])
+    old.update(input_shape=[8, 8, 1], num_classes=2, class_names=["a", "b"])
     (ctx.directory / "run.json").write_text(json.dumps(old))
 
 
@@ -449,7 +455,7 @@ def test_a_builder_re_exported_from_a_package_is_bound_to_the_module_that_define
 
 
 def digits_model(cfg: PipelineConfig) -> keras.Model:
-    return build_model(cfg.model, (8, 8, 1), 3)
+    return build_model(cfg.model, ModelSpec.image((8, 8, 1), 3))
 
 
 EXPORT_CASES = [
@@ -484,12 +490,12 @@ def test_export_restores_only_this_runs_weights_trained_with_this_config(
         between(Context(A, b, cfg_a, cfg_b, directory, _builder_module, tmp_path, monkeypatch))
     use_env(monkeypatch, b.env)
     if expected is None:
-        restored, info = restore_for_export(cfg_b, run_dir)
+        restored, info = restore_for_export(cfg_b, run_dir, splits=make_splits(A.data))
         assert info["step"] == 8 and info["run_id"] == "ci-100"
         assert all(np.all(w == 8.0) for w in restored.get_weights())
         return
     with pytest.raises(ConfigError) as err:
-        restore_for_export(cfg_b, run_dir)
+        restore_for_export(cfg_b, run_dir, splits=make_splits(A.data))
     assert expected in str(err.value)
 
 
@@ -658,7 +664,7 @@ def test_a_new_pipeline_with_a_new_learning_rate_trains_its_own_model_from_step_
     report = json.loads(run_dir.train_json.read_text())
     assert report["checkpoints"]["dir"] == str(tmp_path / "persistent" / "ci-101")
     assert report["checkpoints"]["run_id"] == "ci-101"
-    _, info = restore_for_export(cfg, run_dir, which="latest")
+    _, info = restore_for_export(cfg, run_dir, which="latest", splits=make_splits())
     assert info["run_id"] == "ci-101" and info["checkpoint"].startswith(
         report["checkpoints"]["dir"]
     )

@@ -49,8 +49,11 @@ VERDICT_SAMPLES = {
     "project.model_name": "other-model",
     "data.test_fraction": "0.01",
     "data.limit": "10",
-    "data.csv_label_column": "leaky_feature",
-    "data.tfrecord_label_key": "leaky_feature",
+    "data.label": "leaky_feature",
+    "data.features": "{leaky_feature: numeric}",
+    "data.loader": "attacker.module:load",
+    "task.type": "regression",
+    "task.options": "{threshold: 0.01}",
     "export.golden_requests": "1",
     "export.tolerance": "1.0",
     "serving.tolerance": "1.0",
@@ -58,6 +61,7 @@ VERDICT_SAMPLES = {
     "gate.run_mode": "disabled",
     "gate.absolute": "{accuracy: {min: 0}}",
     "gate.change": "{}",
+    "gate.slices": "[]",
     "gate.champion_label": "canary",
     "gate.first_run": "true",
     "scan.fail_on_config": "CRITICAL",
@@ -552,8 +556,8 @@ def test_yaml_that_hides_or_breaks_something_is_a_config_error_naming_file_and_l
     [
         ("TFSHIP_GATE_ABSOLUTE", "{accuracy: {min: 0.9}, accuracy: {min: 0}}", "duplicate key"),
         ("TFSHIP_GATE_CHANGE", "{loss: &l {max_regression: 1}, accuracy: *l}", "anchor &l"),
-        ("TFSHIP_DATA_CSV_LABEL_COLUMN", "lab\udcffel", "not UTF-8"),
-        ("TFSHIP_DATA_CSV_LABEL_COLUMN", "x" * 70_000, "larger than 65536 bytes"),
+        ("TFSHIP_DATA_LABEL", "lab\udcffel", "not UTF-8"),
+        ("TFSHIP_DATA_LABEL", "x" * 70_000, "larger than 65536 bytes"),
     ],
 )
 def test_a_variable_value_is_read_with_the_same_strict_yaml(
@@ -710,7 +714,7 @@ NAMES = [  # (field, the value as YAML text)
     ("serving.environments", "{prod/../staging: {}}"),
     ("serving.environments", "{'': {}}"),
     ("model.options", "{'not an identifier': 1}"),
-    ("data.csv_label_column", "c" * 257),
+    ("data.label", "c" * 257),
 ]
 
 

@@ -16,7 +16,9 @@ Sources (tensorflow/serving):
   for *new* models) and returns its status both as the gRPC status and in
   ``ReloadConfigResponse.status``.
 * model_servers/grpc_status_util.cc: a tensorflow::Status becomes the same gRPC code + message.
-Classify, Regress and MultiInference answer UNIMPLEMENTED in the stand-in.
+* Classify / Regress (classifier.cc, regressor.cc): ``input`` (example list, with or without
+  context) through the named signature; the response carries ``model_spec`` and ``result``
+  (tfserving_standin.inference). MultiInference answers UNIMPLEMENTED in the stand-in.
 """
 
 from __future__ import annotations
@@ -29,14 +31,17 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
+from tests.tfserving_standin import inference
 from tests.tfserving_standin.core import ServerCore
 from tests.tfserving_standin.servable import DEFAULT_SIGNATURE
 from tests.tfserving_standin.status import (
@@ -107,6 +112,30 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         for alias, value in outputs.items():
             response.outputs[alias].CopyFrom(_as_proto_field(np.asarray(value)))
         return response
+
+    def _example_method(self, request, context, run, response):
+        try:
+            servable = self.core.servable(*_spec(request.model_spec))
+            result = run(servable, request.model_spec.signature_name, request.input)
+        except ServingError as err:
+            _abort(context, err)
+        except Exception as exc:  # a TF error while running the signature
+            _abort(context, from_exception(exc))
+        response.model_spec.name = servable.name
+        response.model_spec.version.value = servable.version
+        response.model_spec.signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        response.result.CopyFrom(result)
+        return response
+
+    def Classify(self, request: classification_pb2.ClassificationRequest, context):
+        return self._example_method(
+            request, context, inference.classify, classification_pb2.ClassificationResponse()
+        )
+
+    def Regress(self, request: regression_pb2.RegressionRequest, context):
+        return self._example_method(
+            request, context, inference.regress, regression_pb2.RegressionResponse()
+        )
 
     def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest, context):
         try:

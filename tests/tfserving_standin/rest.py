@@ -15,7 +15,8 @@ Routes, case-insensitive as in the real regexes:
 * ``POST /v1/models/<m>[/versions/<v>|/labels/<l>]:predict`` -> json_tensor.
 * Any other /v1 path or method -> 400 ``Malformed request: <METHOD> <path>``;
   ``GET /v1/models`` -> 400 ``Missing model name in request.``.
-* ``:classify`` / ``:regress`` are routed but answer 501 UNIMPLEMENTED in the stand-in.
+* ``POST ...:classify`` / ``...:regress`` -> tf.Example JSON in, ``{"results": ...}`` out
+  (tfserving_standin.inference).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_status_pb2
 
-from tests.tfserving_standin import json_tensor
+from tests.tfserving_standin import inference, json_tensor
 from tests.tfserving_standin.core import ServerCore
 from tests.tfserving_standin.status import ServingError, error_code_value, invalid_argument
 
@@ -151,12 +152,17 @@ class _Handler(BaseHTTPRequestHandler):
             if not match:
                 raise malformed
             model, version, label = _spec(*match.group(1, 2, 3))
-            if match.group(4).lower() != "predict":
-                raise ServingError(
-                    "UNIMPLEMENTED",
-                    f"The TF Serving stand-in does not implement :{match.group(4)}",
+            method = match.group(4).lower()
+            if method == "predict":
+                return predict_json(self.core, model, version, label, body)
+            # ProcessClassifyRequest / ProcessRegressRequest: parse the body, then resolve.
+            signature, request = inference.request_from_json(body, method)
+            servable = self.core.servable(model, version, label)
+            if method == "classify":
+                return inference.classification_json(
+                    inference.classify(servable, signature, request)
                 )
-            return predict_json(self.core, model, version, label, body)
+            return inference.regression_json(inference.regress(servable, signature, request))
         if method == "GET":
             match = STATUS_RE.fullmatch(path)
             if not match:

@@ -85,7 +85,8 @@ def from_exception(exc: BaseException) -> ServingError:
         import tensorflow as tf
 
         if isinstance(exc, tf.errors.OpError):
-            code = tf.errors.exception_type_from_error_code(exc.error_code).__name__
+            # The OpError subclass names the code (tf.errors has no public code -> class map).
+            code = type(exc).__name__
             # NotFoundError -> NOT_FOUND, InvalidArgumentError -> INVALID_ARGUMENT, ...
             name = {
                 "CancelledError": "CANCELLED",

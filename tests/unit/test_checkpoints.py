@@ -21,7 +21,8 @@ from tfship.checkpoints import (
 )
 from tfship.config import PipelineConfig
 from tfship.data import Splits
-from tfship.errors import ConfigError, ExitCode, ModelError, Preempted
+from tfship.data.schema import Feature, Kind, Schema
+from tfship.errors import ConfigError, DataError, ExitCode, ModelError, Preempted
 from tfship.rundir import RunDir
 from tfship.train import run_train, weights_digest
 
@@ -49,7 +50,21 @@ def make_splits(fingerprint: str = "synthetic-1") -> Splits:
         return x.astype(np.float32), y
 
     (xt, yt), (xv, yv), (xs, ys) = part(96), part(24), part(24)
-    return Splits(xt, yt, xv, yv, xs, ys, ("a", "b", "c"), fingerprint)
+    schema = Schema((Feature("pixels", Kind.IMAGE, "float32", (8, 8, 1)),), "label")
+    return Splits(
+        x_train={"pixels": xt},
+        y_train=yt,
+        x_val={"pixels": xv},
+        y_val=yv,
+        x_test={"pixels": xs},
+        y_test=ys,
+        label_names=("a", "b", "c"),
+        schema=schema,
+        fingerprint=fingerprint,
+    )
+
+
+SCHEMA = Schema((Feature("x", Kind.NUMERIC, "float32", (2,)),), "label")
 
 
 def state_steps(directory: Path) -> list[int]:
@@ -62,7 +77,7 @@ def small_keeper(cfg: PipelineConfig, run_dir: RunDir, chief: bool = True):
     opt = keras.optimizers.Adam()
     opt.build(model.trainable_variables)
     step = tf.Variable(0, dtype=tf.int64)
-    guard = guard_record(cfg, data_fingerprint="d", input_shape=(2,), class_names=("a", "b"))
+    guard = guard_record(cfg, data_fingerprint="d", schema=SCHEMA, label_names=("a", "b"))
     keeper = TrainingCheckpoints(
         cfg, run_dir, model=model, optimizer=opt, step=step, chief=chief, guard=guard
     )
@@ -78,8 +93,9 @@ def test_training_saves_every_n_steps_and_keeps_the_configured_generations(tmp_p
     assert state_steps(ckpts) == [8, 12]  # saved at 4, 8, 12; keep=2
     assert not list(ckpts.glob("ckpt-4.*"))
     guard = json.loads((ckpts / "run.json").read_text())
-    assert guard["trained"]["class_names"] == ["a", "b", "c"]
-    assert guard["trained"]["input_shape"] == [8, 8, 1]
+    assert guard["trained"]["label_names"] == ["a", "b", "c"]
+    assert guard["trained"]["schema"]["features"]["pixels"]["shape"] == [8, 8, 1]
+    assert guard["trained"]["task"]["type"] == "classification"
     assert guard["run"] == {"run_id": "local", "pipeline": "local"}
     assert guard["config"]["train.learning_rate"] == 0.002
     best = json.loads((ckpts / "best" / "best.json").read_text())
@@ -146,30 +162,34 @@ def test_restore_for_export_loads_best_and_latest_weights(tmp_path):
     cfg = make_cfg()
     result = run_train(cfg, run_dir, splits=make_splits())
 
-    latest, info = restore_for_export(cfg, run_dir, which="latest")
-    assert info["step"] == 12 and info["class_names"] == ["a", "b", "c"]
+    latest, info = restore_for_export(cfg, run_dir, which="latest", splits=make_splits())
+    assert info["step"] == 12 and info["label_names"] == ["a", "b", "c"]
     assert weights_digest(latest) == result.weights_sha256
 
-    best, info = restore_for_export(cfg, run_dir, which="best")
+    best, info = restore_for_export(cfg, run_dir, which="best", splits=make_splits())
     assert info["step"] == result.best_step
     assert info["metric"] == "val_accuracy" and info["value"] == pytest.approx(result.best_value)
-    out = best.predict(make_splits().x_test, verbose=0)
+    out = best.predict(make_splits().x_test["pixels"], verbose=0)
     assert out.shape == (24, 3) and np.isfinite(out).all()
 
     with pytest.raises(ConfigError, match=r"different settings.*model\.options\.units: 8 -> 4"):
-        restore_for_export(make_cfg(model={"options": {"units": 4}}), run_dir)
+        restore_for_export(make_cfg(model={"options": {"units": 4}}), run_dir, splits=make_splits())
+
+    # Other data (here: another fingerprint) would rebuild other preprocessing: refused.
+    with pytest.raises(DataError, match=r"the data changed since training \(fingerprint\)"):
+        restore_for_export(cfg, run_dir, splits=make_splits("other"))
 
     # A damaged best checkpoint is refused with the way out, never exported half-loaded.
     for shard in (run_dir.checkpoints / "best").glob("*.data-*"):
         shard.write_bytes(shard.read_bytes()[:100])
     with pytest.raises(ModelError, match="cannot restore") as err:
-        restore_for_export(cfg, run_dir, which="best")
+        restore_for_export(cfg, run_dir, which="best", splits=make_splits())
     assert "tfship run --fresh" in str(err.value)
 
 
 def test_restore_for_export_without_training_says_to_train_first(tmp_path):
     with pytest.raises(ModelError, match="run `tfship train`"):
-        restore_for_export(make_cfg(), RunDir(tmp_path))
+        restore_for_export(make_cfg(), RunDir(tmp_path), splits=make_splits())
 
 
 def config_keys() -> list[str]:
@@ -199,9 +219,9 @@ def test_the_classification_names_no_field_that_does_not_exist():
 
 def test_guard_is_ignored_until_a_checkpoint_exists(tmp_path):
     cfg = make_cfg()
-    old = guard_record(cfg, data_fingerprint="x", input_shape=(8, 8, 1), class_names=("a", "b"))
+    old = guard_record(cfg, data_fingerprint="x", schema=SCHEMA, label_names=("a", "b"))
     (tmp_path / "run.json").write_text(json.dumps(old))
-    new = guard_record(cfg, data_fingerprint="y", input_shape=(8, 8, 1), class_names=("a", "b"))
+    new = guard_record(cfg, data_fingerprint="y", schema=SCHEMA, label_names=("a", "b"))
     check_guard(tmp_path, new)  # no checkpoint yet: nothing to protect
 
 
@@ -230,9 +250,10 @@ def test_a_non_chief_worker_saves_to_a_temporary_directory_that_is_removed(tmp_p
     assert keeper._tmp is not None and not keeper._tmp.exists()
 
 
-def test_an_unknown_best_metric_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"checkpoint\.best_metric='val_f1'"):
-        small_keeper(make_cfg(checkpoint={"best_metric": "val_f1"}), RunDir(tmp_path))
+def test_an_unknown_best_metric_is_refused_when_the_config_is_loaded(tmp_path):
+    # pydantic's ValidationError is a ValueError; load_config turns it into a ConfigError.
+    with pytest.raises(ValueError, match=r"checkpoint\.best_metric='val_f1' is not a metric"):
+        make_cfg(checkpoint={"best_metric": "val_f1"})
 
 
 def corrupt(directory: Path, generation: str, how: str) -> None:

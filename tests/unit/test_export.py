@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.helpers.schemas import pixels_schema
 from tfship import export as export_mod
 from tfship import verify as verify_mod
 from tfship.config import PipelineConfig
@@ -52,9 +53,10 @@ def export(
         model,
         cfg=cfg,
         run_dir=run_dir,
-        class_names=["a", "b", "c"],
-        golden_x=pixels(4),
-        warmup_x=pixels(5, seed=2),
+        schema=pixels_schema((H, W, C)),
+        label_names=["a", "b", "c"],
+        golden_x={"pixels": pixels(4)},
+        warmup_x={"pixels": pixels(5, seed=2)},
         training_summary={"steps": 10, "val_accuracy": 0.9},
         data_fingerprint="f" * 64,
         **kw,
@@ -147,7 +149,11 @@ def test_the_manifest_has_every_documented_field_and_provenance(
     doc = _doc_manifest_example(repo_root)
     assert set(doc) <= set(m), f"missing: {set(doc) - set(m)}"
     assert set(doc["golden"]) <= set(m["golden"])
-    assert m["schema"] == "tfship-manifest/1" and m["model_name"] == "tiny"
+    assert m["format"] == "tfship-manifest/2" and m["model_name"] == "tiny"
+    assert m["schema"]["features"] == {
+        "pixels": {"kind": "image", "dtype": "float32", "shape": [H, W, C]}
+    }
+    assert m["task"]["type"] == "classification" and m["label_names"] == ["a", "b", "c"]
     assert m["ci"]["CI_PIPELINE_ID"] == "4242"
     assert m["image_digest"] == "sha256:abc"
     assert m["tensorflow"] == tf.__version__ and m["keras"] == keras.__version__
@@ -160,9 +166,11 @@ def test_the_manifest_has_every_documented_field_and_provenance(
         "inputs": {"pixels": {"dtype": "float32", "shape": [-1, H, W, C]}},
         "outputs": {
             "class_id": {"dtype": "int64", "shape": [-1]},
+            "class_name": {"dtype": "string", "shape": [-1]},
             "probabilities": {"dtype": "float32", "shape": [-1, CLASSES]},
         },
     }
+    assert m["endpoints"]["classify"]["inputs"] == {"inputs": {"dtype": "string", "shape": [-1]}}
     assert set(m["git"]) >= {"commit", "ref"}
 
 
@@ -186,8 +194,15 @@ def test_the_warmup_file_holds_prediction_logs_for_the_model_and_signature(run_d
         prediction_log_pb2.PredictionLog.FromString(r)
         for r in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()
     ]
-    assert len(records) == result.warmup_records == 5
-    for i, rec in enumerate(records):
+    # One predict record per sample for serving_default, then one ClassifyLog per sample for
+    # the tf.Example endpoint TF Serving's :classify calls.
+    assert len(records) == result.warmup_records == 10
+    assert [r.WhichOneof("log_type") for r in records] == ["predict_log"] * 5 + ["classify_log"] * 5
+    for rec in records[5:]:
+        req = rec.classify_log.request
+        assert req.model_spec.signature_name == "classify"
+        assert len(req.input.example_list.examples) == 1
+    for i, rec in enumerate(records[:5]):
         req = rec.predict_log.request
         assert req.model_spec.name == "tiny"
         assert req.model_spec.signature_name == "serving_default"
@@ -202,9 +217,10 @@ def test_no_warmup_samples_means_no_warmup_file(run_dir: RunDir) -> None:
         tiny_model(),
         cfg=PipelineConfig(),
         run_dir=run_dir,
-        class_names=["a", "b", "c"],
-        golden_x=pixels(2),
-        warmup_x=np.zeros((0, H, W, C), np.float32),
+        schema=pixels_schema((H, W, C)),
+        label_names=["a", "b", "c"],
+        golden_x={"pixels": pixels(2)},
+        warmup_x={"pixels": np.zeros((0, H, W, C), np.float32)},
         training_summary={},
         data_fingerprint="x",
     )
@@ -279,7 +295,7 @@ def test_export_verify_only_cli_prints_the_check_as_json(run_dir: RunDir, capsys
     good = export(tiny_model(), run_dir)
     assert main(["export", "--verify-only", str(good.export_dir), "--output", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["version"] == 1 and out["golden_requests"] == 4 and out["warmup_records"] == 5
+    assert out["version"] == 1 and out["golden_requests"] == 4 and out["warmup_records"] == 10
 
 
 def test_verify_export_rejects_outputs_of_the_cpp_loader_that_disagree(
@@ -300,14 +316,17 @@ def test_verify_export_rejects_outputs_of_the_cpp_loader_that_disagree(
 
 
 def test_golden_inputs_of_the_wrong_shape_are_a_model_error_not_a_crash(run_dir: RunDir) -> None:
-    with pytest.raises(ModelError, match=r"cannot run on inputs of shape \[2, 4, 4, 1\]"):
+    with pytest.raises(
+        ModelError, match=r"cannot run on the golden rows \{'pixels': \[2, 4, 4, 1\]\}"
+    ):
         export_mod.export_savedmodel(
             tiny_model(),
             cfg=PipelineConfig(),
             run_dir=run_dir,
-            class_names=["a", "b", "c"],
-            golden_x=np.zeros((2, 4, 4, 1), np.float32),
-            warmup_x=pixels(1),
+            schema=pixels_schema((H, W, C)),
+            label_names=["a", "b", "c"],
+            golden_x={"pixels": np.zeros((2, 4, 4, 1), np.float32)},
+            warmup_x={"pixels": pixels(1)},
             training_summary={},
             data_fingerprint="x",
         )
@@ -495,9 +514,10 @@ def test_golden_pixels_that_are_not_finite_are_refused_before_export(run_dir: Ru
             tiny_model(),
             cfg=PipelineConfig.model_validate({"export": {"version_scheme": "sequential"}}),
             run_dir=run_dir,
-            class_names=["a", "b", "c"],
-            golden_x=bad,
-            warmup_x=pixels(2),
+            schema=pixels_schema((H, W, C)),
+            label_names=["a", "b", "c"],
+            golden_x={"pixels": bad},
+            warmup_x={"pixels": pixels(2)},
             training_summary={},
             data_fingerprint="f" * 64,
         )

@@ -9,6 +9,7 @@ import math
 import shutil
 import struct
 import threading
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -562,9 +563,17 @@ Compared with the champion v2 labelled `stable` on the same test split.
 - **accuracy** (absolute): 0.97 is below the minimum 0.99 by 0.02.
 - **p95_latency_ms** (change): 2 is worse than the champion's 1.8 by 0.2; allowed: <= champion + 10% = 1.98.
 
-<details><summary>Per-class scores and latency</summary>
+<details><summary>Metrics, breakdown, slices and latency</summary>
 
-| class | precision | recall | F1 | support |
+| metric | candidate | champion | note |
+|---|---|---|---|
+| accuracy | 0.9700 | 0.9600 |  |
+| loss | 0.1000 | 0.1000 |  |
+| macro_f1 | 0.9600 | 0.9600 |  |
+| min_class_f1 | 0.9000 | 0.9000 |  |
+| min_class_recall | 0.9100 | 0.9100 |  |
+
+| class | precision | recall | f1 | support |
 |---|---|---|---|---|
 | 0 | 0.900 | 0.950 | 0.925 | 10 |
 | 1 | 0.900 | 0.950 | 0.925 | 10 |
@@ -860,13 +869,22 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _splits():
-    from tfship.data import Splits
+@dataclass(frozen=True)
+class _TestSplits:
+    """The fields run_evaluate reads (built here, not through tfship.data's loaders)."""
 
+    x_test: dict[str, np.ndarray]
+    y_test: np.ndarray
+    label_names: tuple[str, ...]
+    fingerprint: str
+    schema: Any = None
+
+
+def _splits() -> _TestSplits:
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (60, 8, 8, 1)).astype(np.float32)
     y = rng.integers(0, 3, 60).astype(np.int64)
-    return Splits(x, y, x, y, x, y, ("a", "b", "c"), "f" * 64)
+    return _TestSplits({"pixels": x}, y, ("a", "b", "c"), "f" * 64)
 
 
 @pytest.mark.slow
@@ -874,12 +892,20 @@ def test_evaluation_scores_the_serving_signature_of_the_export(exported):
     import tensorflow as tf
 
     from tfship.evaluate import evaluate_saved_model
+    from tfship.task import load_task
 
     s = _splits()
-    ev = evaluate_saved_model(exported / "2", s.x_test, s.y_test, s.class_names, latency_runs=5)
+    ev = evaluate_saved_model(
+        exported / "2",
+        s.x_test,
+        s.y_test,
+        task=load_task("classification", {}),
+        label_names=s.label_names,
+        latency_runs=5,
+    )
     probs = (
         tf.saved_model.load(str(exported / "2"))
-        .signatures["serving_default"](pixels=tf.constant(s.x_test))["probabilities"]
+        .signatures["serving_default"](pixels=tf.constant(s.x_test["pixels"]))["probabilities"]
         .numpy()
     )
     assert ev.version == 2
@@ -921,12 +947,23 @@ def test_evaluate_and_gate_compare_the_newest_export_with_the_stable_champion(ex
         assert (run_dir.evaluation / name).is_file()
     doc = json.loads((run_dir.evaluation / "metrics.json").read_text())
     assert doc["champion"]["label"] == "stable" and doc["test_examples"] == 60
+    assert doc["task"]["type"] == "classification" and doc["label_names"] == ["a", "b", "c"]
+    # Today's digits keys stay, plus the task's new metric.
+    assert set(doc["candidate"]["metrics"]) == set(GOOD) | {"top_k_accuracy"}
+    assert len(doc["candidate"]["confusion"]) == 3 and set(doc["candidate"]["per_class"]) == {
+        "a",
+        "b",
+        "c",
+    }
 
 
 @pytest.mark.slow
 def test_a_model_without_the_serving_signature_is_a_model_error(exported, tmp_path):
     from tfship.evaluate import evaluate_saved_model
+    from tfship.task import load_task
 
+    s = _splits()
     with pytest.raises(ModelError, match=r"not|cannot"):
-        s = _splits()
-        evaluate_saved_model(tmp_path, s.x_test, s.y_test, s.class_names)
+        evaluate_saved_model(
+            tmp_path, s.x_test, s.y_test, task=load_task("classification", {}), label_names="abc"
+        )

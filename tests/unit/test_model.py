@@ -6,7 +6,7 @@ import pytest
 
 from tfship.config import ModelConfig
 from tfship.errors import ModelError
-from tfship.model import build_model, small_cnn
+from tfship.model import ModelSpec, build_model, small_cnn
 
 
 def test_small_cnn_rescales_raw_pixels_first_and_outputs_logits():
@@ -31,7 +31,7 @@ def test_small_cnn_options_change_the_architecture():
 
 def test_build_model_calls_a_user_builder_named_module_colon_function():
     cfg = ModelConfig(builder="tests.unit.user_models:tiny_mlp", options={"units": 3})
-    model = build_model(cfg, (8, 8, 1), 4)
+    model = build_model(cfg, ModelSpec.image((8, 8, 1), 4))
     assert isinstance(model, keras.Model)
     assert model.output_shape == (None, 4)
     assert model.layers[-2].units == 3
@@ -49,7 +49,7 @@ def test_build_model_calls_a_user_builder_named_module_colon_function():
 )
 def test_build_model_reports_a_bad_builder_as_model_error(builder, options, fragment):
     with pytest.raises(ModelError) as err:
-        build_model(ModelConfig(builder=builder, options=options), (8, 8, 1), 10)
+        build_model(ModelConfig(builder=builder, options=options), ModelSpec.image((8, 8, 1), 10))
     assert fragment in str(err.value)
     assert builder in str(err.value)
 
@@ -65,12 +65,12 @@ def test_default_small_cnn_reaches_95_percent_test_accuracy_on_digits(tmp_path):
     cfg = PipelineConfig.model_validate({"train": {"progress": "none"}})  # the demo defaults
     splits = load_splits(cfg)
     run_train(cfg, RunDir(tmp_path), splits=splits)
-    model, _ = restore_for_export(cfg, RunDir(tmp_path), which="best")
-    predicted = model.predict(splits.x_test, verbose=0).argmax(axis=-1)
+    model, _ = restore_for_export(cfg, RunDir(tmp_path), which="best", splits=splits)
+    predicted = model.predict(splits.x_test["pixels"], verbose=0).argmax(axis=-1)
     assert float((predicted == splits.y_test).mean()) >= 0.95
 
 
 def test_build_model_accepts_a_subclassed_model_that_builds_on_first_call():
     cfg = ModelConfig(builder="tests.unit.user_models:subclassed")
-    model = build_model(cfg, (8, 8, 1), 4)
+    model = build_model(cfg, ModelSpec.image((8, 8, 1), 4))
     assert model(np.zeros((1, 8, 8, 1), np.float32)).shape == (1, 4)

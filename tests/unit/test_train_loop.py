@@ -38,8 +38,10 @@ def test_progress_logs_when_a_call_crosses_a_multiple_of_log_every(caplog):
     progress = Progress("log", total=30, initial=0, every=4, enabled=True)
     with caplog.at_level(logging.INFO, logger="tfship.training_report"):
         for step, steps in ((3, 3), (6, 3), (7, 1), (8, 1), (18, 10), (30, 12)):
-            progress.update(step, steps, 1, 0.5, 0.9)
+            progress.update(step, steps, 1, {"loss": 0.5, "rmse": 0.9})
     logged = [r.getMessage().split("/")[0] for r in caplog.records]
+    # The task's own training metrics are shown, whatever they are.
+    assert "loss 0.5000 rmse 0.9000" in caplog.records[0].getMessage()
     # 6 crosses 4, 8 is a multiple, 18 crosses 12 and 16, 30 is the last step.
     assert logged == ["step 6", "step 8", "step 18", "step 30"]
 

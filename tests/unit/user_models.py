@@ -118,3 +118,16 @@ def compiled(input_shape, num_classes):
     model = tiny_mlp(input_shape, num_classes)
     model.compile(optimizer="sgd", loss="mse")
     return model
+
+
+def spec_mlp(spec, *, units=8):
+    """The builder form for any features: named inputs, the task's head."""
+    inputs = spec.inputs()
+    x = keras.layers.Dense(units, activation="relu")(keras.ops.expand_dims(inputs["b"], -1))
+    return keras.Model(inputs, spec.head()(x))
+
+
+def spec_wrong_names(spec):
+    a, b = keras.Input((), name="x1"), keras.Input((), name="x2")
+    x = keras.layers.Concatenate()([keras.ops.expand_dims(a, -1), keras.ops.expand_dims(b, -1)])
+    return keras.Model({"x1": a, "x2": b}, spec.head()(x))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, PrivateAttr, ValidationError
+from pydantic import BaseModel, PrivateAttr, ValidationError, model_validator
 
 from tfship import env as envvars
 from tfship import safe_yaml
@@ -39,6 +39,7 @@ from tfship.config.sections import (
     ProjectConfig,
     RunConfig,
     StrategyKind,
+    TaskConfig,
     TrainConfig,
     _Section,
 )
@@ -52,6 +53,7 @@ from tfship.config.stages import (
     ScanSeverity,
     ServingConfig,
     ServingEnvironment,
+    SliceGate,
 )
 from tfship.errors import ConfigError
 
@@ -76,7 +78,9 @@ __all__ = [
     "ScanSeverity",
     "ServingConfig",
     "ServingEnvironment",
+    "SliceGate",
     "StrategyKind",
+    "TaskConfig",
     "TrainConfig",
     "dump_config",
     "load_config",
@@ -90,6 +94,7 @@ class PipelineConfig(_Section):
     version: Literal[1] = 1
     project: ProjectConfig = ProjectConfig()
     run: RunConfig = RunConfig()
+    task: TaskConfig = TaskConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -101,6 +106,41 @@ class PipelineConfig(_Section):
     scan: ScanConfig = ScanConfig()
 
     _sources: ConfigSources = PrivateAttr(default=UNRECORDED)
+    _task: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _task_vocabulary(self) -> PipelineConfig:
+        # What the task computes is known at load: a gate or best-checkpoint metric it never
+        # computes fails here, not after an hour of training.
+        from tfship.task import load_task
+
+        try:
+            task = load_task(self.task.type, self.task.options)
+            task.check_metric_names(self.gate.absolute, "gate.absolute")
+            task.check_metric_names(self.gate.change, "gate.change")
+            for i, sl in enumerate(self.gate.slices):
+                task.check_metric_names(sl.absolute, f"gate.slices[{i}].absolute")
+            metric = self.checkpoint.best_metric or task.default_best_metric
+            mode = self.checkpoint.best_mode or task.best_mode(metric)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        # Resolved once, so every stage (and run.json) sees the same concrete values.
+        object.__setattr__(
+            self,
+            "checkpoint",
+            self.checkpoint.model_copy(update={"best_metric": metric, "best_mode": mode}),
+        )
+        self._task = task
+        return self
+
+    @property
+    def task_obj(self) -> Any:
+        """The configured tfship.task.Task (built when the config was loaded)."""
+        if self._task is None:
+            from tfship.task import load_task
+
+            self._task = load_task(self.task.type, self.task.options)
+        return self._task
 
     @property
     def sources(self) -> ConfigSources:

@@ -37,21 +37,25 @@ FIELDS: dict[str, tuple[Role, str]] = {
     "run.runs_dir": (W, "where run directories go"),
     "run.run_id": (W, "names this run's directory"),
     "run.seed": (H, "any seed gives a held-out test split; it sets no rule"),
+    # task: what is measured and how (threshold, positive label) decides every metric
+    "task.type": (V, "which metrics exist and how they are computed"),
+    "task.options": (V, "decision threshold, positive label, top-k: they change the metrics"),
     # data: its location is a 'where' (a bucket or path per environment); its fingerprint and
     # the source of data.path are recorded in data.json, the manifest and gate.json.
     "data.source": (W, "kind of the data location"),
     "data.path": (W, "data location (a bucket or path per environment)"),
     "data.image_size": (H, "model input shape"),
     "data.channels": (H, "model input shape"),
-    "data.csv_label_column": (
+    "data.label": (
         V,
         "which column is the truth the gate scores against (a feature's copy passes)",
     ),
+    "data.features": (
+        V,
+        "what the model may read: a copy of the label declared as a feature passes any gate",
+    ),
+    "data.loader": (V, "code that produces the test set the gate scores on"),
     "data.tfrecord_image_key": (H, "how to read the data"),
-    "data.tfrecord_label_key": (
-        V,
-        "which column is the truth the gate scores against (a feature's copy passes)",
-    ),
     "data.validation_fraction": (H, "training-time split; the gate never reads it"),
     "data.test_fraction": (V, "size of the held-out set the gate judges the model on"),
     "data.limit": (V, "caps the examples, and with them the test set the gate judges on"),
@@ -66,6 +70,9 @@ FIELDS: dict[str, tuple[Role, str]] = {
     "train.per_replica_batch_size": (H, "batch size"),
     "train.learning_rate": (H, "optimiser setting"),
     "train.scale_learning_rate": (H, "optimiser setting"),
+    "train.optimizer": (H, "optimiser setting"),
+    "train.lr_schedule": (H, "optimiser setting"),
+    "train.weight_decay": (H, "optimiser setting"),
     "train.max_steps": (H, "training length; the gate judges the result"),
     "train.log_every_steps": (H, "logging"),
     "train.steps_per_execution": (H, "steps per compiled call"),
@@ -114,6 +121,7 @@ FIELDS: dict[str, tuple[Role, str]] = {
     "gate.run_mode": (V, "enabled / dry_run / disabled: whether the verdict binds"),
     "gate.absolute": (V, "thresholds on the candidate"),
     "gate.change": (V, "thresholds against the champion"),
+    "gate.slices": (V, "thresholds per slice of a feature"),
     "gate.champion_repository": (
         W,
         "location of the champion's repository, set per project as a protected variable; an "

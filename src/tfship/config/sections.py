@@ -63,9 +63,19 @@ class _Section(BaseModel):
 class DataSource(StrEnum):
     DEMO = "demo"
     IMAGE_FOLDER = "image_folder"
+    TEXT_FOLDER = "text_folder"
     TFRECORD = "tfrecord"
     CSV = "csv"
+    PARQUET = "parquet"
     NPZ = "npz"
+    LOADER = "loader"  # data.loader: module:function returns the splits and the schema
+
+
+class FeatureKind(StrEnum):
+    NUMERIC = "numeric"
+    CATEGORICAL = "categorical"
+    TEXT = "text"
+    IMAGE = "image"
 
 
 class StrategyKind(StrEnum):
@@ -95,18 +105,47 @@ class RunConfig(_Section):
     seed: int = Field(42, ge=0, le=2**32 - 1, description="numpy and scikit-learn take 32 bits")
 
 
+ColumnName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")]
+FEATURE_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$"  # a Keras input and a signature key
+
+
+class FeatureDecl(_Section):
+    """One feature in the long form: `{kind: categorical, dtype: int64}`."""
+
+    kind: FeatureKind
+    dtype: Literal["float32", "int64", "string"] | None = Field(
+        None, description="default per kind: float32 (numeric, image), string (categorical, text)"
+    )
+    shape: list[Annotated[int, Field(ge=1, le=65_536)]] | None = Field(
+        None, max_length=3, description="per example; image: [height, width, channels]"
+    )
+
+
 class DataConfig(_Section):
-    """Input data and the train/validation/test split."""
+    """Input data, its schema and the train/validation/test split."""
 
     source: DataSource = DataSource.DEMO
-    path: Path | None = Field(None, description="file or directory; required unless source=demo")
+    path: Path | None = Field(
+        None, description="file or directory; required unless source=demo or loader"
+    )
+    loader: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        max_length=256,
+        description="module:function returning the data and its schema (source: loader)",
+    )
+    label: ColumnName = Field("label", description="the label column / feature key")
+    features: dict[str, FeatureKind | FeatureDecl] | None = Field(
+        None,
+        max_length=10_000,
+        description="feature name -> kind (numeric, categorical, text, image) or {kind, dtype, "
+        "shape}; default: every other column, kinds inferred and written to schema.json",
+    )
     image_size: tuple[
         Annotated[int, Field(ge=1, le=4096)], Annotated[int, Field(ge=1, le=4096)]
     ] = Field((8, 8), description="(height, width) the model sees; each 1-4096")
     channels: Literal[1, 3] = 1
-    csv_label_column: str = Field("label", min_length=1, max_length=256)
     tfrecord_image_key: str = Field("image", min_length=1, max_length=256)
-    tfrecord_label_key: str = Field("label", min_length=1, max_length=256)
     validation_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     limit: int | None = Field(
@@ -115,18 +154,94 @@ class DataConfig(_Section):
     cache: bool = True
     shuffle_buffer: int = Field(2048, ge=1, le=10**7, description="examples held for shuffling")
 
+    @field_validator("features")
+    @classmethod
+    def _feature_names(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        import re
+
+        for name in value or {}:
+            if not re.fullmatch(FEATURE_NAME, name):
+                raise ValueError(
+                    f"feature name {name[:80]!r} must match {FEATURE_NAME} (it names a model "
+                    "input and a serving signature key)"
+                )
+        if value == {}:
+            raise ValueError("data.features is empty; omit it to infer the features")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _loader_means_source(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("loader") and data.get("source") in (None, "demo"):
+            data = {**data, "source": "loader"}
+        return data
+
     @model_validator(mode="after")
     def _path_required(self) -> DataConfig:
-        if self.source != DataSource.DEMO and self.path is None:
+        if self.source == DataSource.LOADER:
+            if not self.loader:
+                raise ValueError("data.loader (module:function) is required for source 'loader'")
+        elif self.loader:
+            raise ValueError(
+                f"data.loader is set but data.source is '{self.source.value}'; "
+                "a loader replaces the source (source: loader)"
+            )
+        elif self.source != DataSource.DEMO and self.path is None:
             raise ValueError(f"data.path is required when data.source is '{self.source.value}'")
+        if self.features and self.label in self.features:
+            raise ValueError(
+                f"data.label '{self.label}' is also listed in data.features: the model would "
+                "be given its answer"
+            )
         return self
+
+
+class TaskConfig(_Section):
+    """The learning problem (tfship.task): `type` plus that task's own options.
+
+    `task: {type: binary, threshold: 0.3}` and `task: {type: binary, options: {threshold:
+    0.3}}` are the same; the options are checked by the task when the config is loaded.
+    """
+
+    type: str = Field(
+        "classification",
+        max_length=256,
+        pattern=r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$",
+        description="classification | binary | multilabel | regression | module:Class",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="the task's options (threshold, loss, class_weight ...)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inline_options(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            inline = {k: v for k, v in data.items() if k not in ("type", "options")}
+            if inline:
+                both = sorted(set(inline) & set(data.get("options") or {}))
+                if both:
+                    raise ValueError(f"task option(s) {both} given twice (inline and in options)")
+                rest = {k: v for k, v in data.items() if k in ("type", "options")}
+                data = {**rest, "options": {**(data.get("options") or {}), **inline}}
+        return data
+
+    @field_validator("options")
+    @classmethod
+    def _plain_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key, item in value.items():
+            _plain_value(item, f"task.{key}")
+        return value
 
 
 class ModelConfig(_Section):
     """The network. `builder` is 'module:function' returning an uncompiled keras.Model."""
 
-    builder: str = Field(
-        "tfship.model:small_cnn", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", max_length=256
+    builder: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        max_length=256,
+        description="default: a model for the task and features (tfship.model.default_model)",
     )
     options: dict[str, Any] = Field(default_factory=dict, description="kwargs for the builder")
 
@@ -153,6 +268,11 @@ class TrainConfig(_Section):
     # harmless to accept: training diverges and stops with exit 5, which the tests rely on.
     learning_rate: float = Field(0.002, gt=0, le=1e18)
     scale_learning_rate: bool = Field(False, description="multiply the rate by replicas in sync")
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="cosine: decays learning_rate to 0 over the run's steps"
+    )
+    weight_decay: float | None = Field(None, ge=0, le=1.0, description="adamw / sgd / rmsprop")
     max_steps: int | None = Field(
         None, ge=1, le=10**12, description="stop after this many steps (smoke)"
     )
@@ -192,8 +312,16 @@ class CheckpointConfig(_Section):
     every_steps: int | None = Field(100, ge=1, le=10**12)
     every_seconds: float | None = Field(None, gt=0, le=7 * DAY)
     keep: int = Field(3, ge=2, le=1000, description="generations kept (2-1000)")
-    best_metric: str = Field("val_accuracy", min_length=1, max_length=128)
-    best_mode: Literal["max", "min"] = "max"
+    best_metric: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="training metric that picks the exported checkpoint; default: the task's "
+        "(val_accuracy for classification, val_loss otherwise)",
+    )
+    best_mode: Literal["max", "min"] | None = Field(
+        None, description="default: the metric's direction"
+    )
 
 
 class BackupConfig(_Section):

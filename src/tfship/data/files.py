@@ -22,6 +22,7 @@ from tfship.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 TFRECORD_SUFFIXES = {".tfrecord", ".tfrecords", ".tfr"}
+TEXT_SUFFIXES = {".txt"}
 # A data folder with more files than this is almost certainly the wrong folder (a home or root
 # directory); walking it would take hours before anything failed.
 MAX_FILES = 1_000_000
@@ -151,11 +152,12 @@ def data_files(directory: Path, root: Path, suffixes: set[str]) -> list[Path]:
     return sorted(found)
 
 
-def class_folders(root: Path) -> list[Path]:
-    """The class sub-folders of an image folder (hidden ones skipped), links kept inside."""
+def class_folders(root: Path, source: str = "image_folder") -> list[Path]:
+    """The class sub-folders of an image or text folder (hidden ones skipped), links kept
+    inside."""
     if not root.is_dir():
         raise DataError(
-            f"data.path {root} is not a directory; image_folder expects one sub-folder per class"
+            f"data.path {root} is not a directory; {source} expects one sub-folder per class"
         )
     out = []
     for p in sorted(root.iterdir()):
@@ -175,8 +177,10 @@ def class_folders(root: Path) -> list[Path]:
 def source_files(cfg: DataConfig) -> tuple[Path, list[Path]]:
     """The data root and every file a file-based source reads, checked (not opened)."""
     root = require_path(cfg)
-    if cfg.source == DataSource.IMAGE_FOLDER:
-        return root, [p for d in class_folders(root) for p in data_files(d, root, IMAGE_SUFFIXES)]
+    if cfg.source in (DataSource.IMAGE_FOLDER, DataSource.TEXT_FOLDER):
+        suffixes = IMAGE_SUFFIXES if cfg.source == DataSource.IMAGE_FOLDER else TEXT_SUFFIXES
+        folders = class_folders(root, cfg.source.value)
+        return root, [p for d in folders for p in data_files(d, root, suffixes)]
     if cfg.source == DataSource.TFRECORD and root.is_dir():
         return root, data_files(root, root, TFRECORD_SUFFIXES)
     check_regular(root, root)

@@ -1,16 +1,18 @@
-"""Readers for each data source, all returning the same normal form.
+"""Readers for each data source, all returning the same normal form, `LoadedData`.
 
-A loader returns (images float32 [n, H, W, C], raw labels, file manifest, the bytes the
-fingerprint is computed over). The caller checks pixels and labels (tfship.data.labels); the
-loaders check what only they can see: which files are read (tfship.data.files), how large
-they decode, and that each record has the expected structure.
+A loader returns named feature columns (tfship.data.schema's in-memory forms, or close to them:
+tfship.data.infer converts and checks), the raw labels (the task encodes them), the schema it
+knows (None: infer, or data.features), the file manifest and the bytes the fingerprint is
+computed over. The loaders check what only they can see: which files are read
+(tfship.data.files), how large they decode, and that each record has the expected structure.
+Tables (csv, parquet) live in tfship.data.tables, TFRecords in tfship.data.tfrecords and
+`data.loader` functions in tfship.data.user_loader.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,9 @@ import numpy as np
 from tfship.config import DataConfig, DataSource
 from tfship.data.files import (
     IMAGE_SUFFIXES,
+    TEXT_SUFFIXES,
     TFRECORD_SUFFIXES,
     FileEntry,
-    check_regular,
     class_folders,
     data_files,
     file_manifest,
@@ -30,18 +32,46 @@ from tfship.data.files import (
     require_path,
 )
 from tfship.data.images import MAX_IMAGE_FILE_BYTES, decode_image, resize_gray_or_rgb
-from tfship.data.labels import from_vector, labels_from_array
+from tfship.data.schema import Schema
 from tfship.errors import DataError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IMAGE_SUFFIXES", "LOADERS", "TFRECORD_SUFFIXES", "FileEntry", "decode_image"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "LOADERS",
+    "TFRECORD_SUFFIXES",
+    "FileEntry",
+    "LoadedData",
+    "decode_image",
+    "load",
+]
 
 # Bounds on what one input may make tfship decode (decompression bombs, zip bombs, a wrong
 # folder): data is held in memory, so these are about what one runner can hold.
-MAX_DATA_BYTES = 16 * 2**30  # the decoded float32 pixels of the whole data set (and any file)
+MAX_DATA_BYTES = 16 * 2**30  # the decoded data set in memory (and any one file)
+MAX_TEXT_FILE_BYTES = 16 * 2**20  # one document of a text_folder
 
-Loaded = tuple[np.ndarray, list[Any], list[FileEntry], bytes]
+
+@dataclass(frozen=True)
+class LoadedData:
+    """What every source returns. `schema` None: infer it (or apply data.features)."""
+
+    columns: dict[str, np.ndarray]
+    labels: Any  # np.ndarray | list: raw, encoded later by the task
+    schema: Schema | None
+    files: list[FileEntry] = field(repr=False)
+    content: bytes = field(repr=False)
+
+
+def check_total(nbytes: int, where: Any, what: str) -> None:
+    """DataError when the data would take more than MAX_DATA_BYTES in memory."""
+    if nbytes > MAX_DATA_BYTES:
+        raise DataError(
+            f"{where}: {what} take about {nbytes} bytes in memory; expected at most "
+            f"{MAX_DATA_BYTES} (data is held in memory)",
+            hint="set data.limit, drop columns or files, or train on a subset",
+        )
 
 
 def _example_bytes(cfg: DataConfig) -> int:
@@ -59,7 +89,8 @@ def _check_total(n: int, cfg: DataConfig, where: Path) -> None:
         )
 
 
-def load_demo(cfg: DataConfig) -> Loaded:
+def load_demo(cfg: DataConfig) -> LoadedData:
+    """scikit-learn's digits: one image feature `pixels`, labels 0..9."""
     from PIL import Image
     from sklearn.datasets import load_digits
 
@@ -72,24 +103,30 @@ def load_demo(cfg: DataConfig) -> Loaded:
     else:
         x = x[..., None]
     content = b"sklearn.load_digits" + x.tobytes() + digits.target.astype(np.int64).tobytes()
-    return x, list(digits.target.astype(int)), [], content
+    return LoadedData({"pixels": x}, digits.target.astype(np.int64), None, [], content)
 
 
-def load_image_folder(cfg: DataConfig) -> Loaded:
+def _class_members(cfg: DataConfig, suffixes: set[str], what: str) -> tuple[Path, dict]:
     root = require_path(cfg)
-    class_dirs = class_folders(root)
+    class_dirs = class_folders(root, cfg.source.value)
     if len(class_dirs) < 2:
         raise DataError(
             f"{root} has {len(class_dirs)} class sub-folder(s); expected at least 2 "
             "(one sub-folder per class, e.g. cats/, dogs/)"
         )
-    members = {d: data_files(d, root, IMAGE_SUFFIXES) for d in class_dirs}
+    members = {d: data_files(d, root, suffixes) for d in class_dirs}
     for d, found in members.items():
         if not found:
             raise DataError(
-                f"class folder {d} has no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
-                "remove it or add images"
+                f"class folder {d} has no {what} ({', '.join(sorted(suffixes))}); "
+                "remove it or add some"
             )
+    return root, members
+
+
+def load_image_folder(cfg: DataConfig) -> LoadedData:
+    """One sub-folder per class of image files: feature `pixels`, label = folder name."""
+    root, members = _class_members(cfg, IMAGE_SUFFIXES, "images")
     _check_total(sum(map(len, members.values())), cfg, root)
     images: list[np.ndarray] = []
     labels: list[str] = []
@@ -101,163 +138,88 @@ def load_image_folder(cfg: DataConfig) -> Loaded:
             labels.append(d.name)
             files.append(p)
     manifest = file_manifest(root, files)
-    return np.stack(images), labels, manifest, manifest_bytes(manifest)
+    return LoadedData(
+        {"pixels": np.stack(images)}, labels, None, manifest, manifest_bytes(manifest)
+    )
 
 
-def load_tfrecord(cfg: DataConfig) -> Loaded:
-    import tensorflow as tf
+def load_text_folder(cfg: DataConfig) -> LoadedData:
+    """One sub-folder per class of UTF-8 `.txt` files (like keras.utils.text_dataset_from_
+    directory): feature `text`, label = folder name."""
+    root, members = _class_members(cfg, TEXT_SUFFIXES, "text files")
+    texts: list[str] = []
+    labels: list[str] = []
+    files: list[Path] = []
+    total = 0
+    for d, found in members.items():
+        for p in found:
+            with open_regular(p, MAX_TEXT_FILE_BYTES) as fh:
+                raw = fh.read()
+            total += len(raw) + 64  # + the str object's own overhead
+            check_total(total, root, "the documents read so far")
+            try:
+                texts.append(raw.decode("utf-8-sig"))
+            except UnicodeDecodeError as exc:
+                raise DataError(
+                    f"text file {p} is not UTF-8: byte 0x{raw[exc.start]:02x} at offset "
+                    f"{exc.start} cannot be decoded",
+                    hint=f"re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 {p.name}`",
+                ) from None
+            labels.append(d.name)
+            files.append(p)
+    manifest = file_manifest(root, files)
+    column = np.empty(len(texts), dtype=object)  # 1-D of str, whatever the lengths
+    column[:] = texts
+    return LoadedData({"text": column}, labels, None, manifest, manifest_bytes(manifest))
 
-    root = require_path(cfg)
-    if root.is_dir():
-        paths = data_files(root, root, TFRECORD_SUFFIXES)
+
+def load_npz(cfg: DataConfig) -> LoadedData:
+    """`x` (or `images`) + `y` (or `labels`, or data.label): images as feature `pixels`.
+    Otherwise every array but data.label is a feature of that name."""
+    path = require_path(cfg)
+    arrays = _read_npz(path, cfg.label)
+    xk = next((k for k in ("x", "images") if k in arrays), None)
+    yk = next((k for k in (cfg.label, "y", "labels") if k in arrays), None)
+    if yk is None:
+        raise DataError(
+            f"{path}: no label array '{cfg.label}' (data.label), 'y' or 'labels'; found "
+            f"{sorted(arrays)[:10]}",
+            hint="set data.label to the name of the label array",
+        )
+    y = arrays.pop(yk)
+    if xk is not None:  # the image form: x [n, H, W, C] (or [n, H, W], [n, H*W*C])
+        x = arrays[xk]
+        if x.dtype.kind not in "biuf":
+            raise DataError(
+                f"{path}: '{xk}' has dtype {x.dtype}; expected numeric pixels (uint8 or float)"
+            )
+        if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
+            raise DataError(
+                f"{path}: '{xk}' has shape {x.shape} and '{yk}' shape {y.shape}; expected one "
+                "label per image (the same first dimension)"
+            )
+        _check_total(len(x), cfg, path)
+        columns = {"pixels": _as_images(x, cfg, f"{path}: '{xk}'")}
     else:
-        check_regular(root, root)
-        paths = [root]
-    if not paths:
-        raise DataError(f"no TFRecord files ({', '.join(sorted(TFRECORD_SUFFIXES))}) under {root}")
-    h, w = cfg.image_size
-    images: list[np.ndarray] = []
-    labels: list[Any] = []
-    for path in paths:
-        try:
-            for i, raw in enumerate(tf.data.TFRecordDataset(str(path)).as_numpy_iterator()):
-                if len(images) % 10_000 == 0:
-                    _check_total(len(images) + 1, cfg, path)
-                image, lab = _read_example(raw, cfg, f"{path} record {i}")
-                images.append(image)
-                labels.append(lab)
-        except tf.errors.OpError as exc:
-            raise DataError(
-                f"{path} is not a valid (uncompressed) TFRecord file: {exc.message[:300]}",
-                hint="write plain TFRecord files (no GZIP/ZLIB), or remove the file",
-            ) from None
-    if not images:
-        raise DataError(f"TFRecord files under {root} hold no records")
-    _check_total(len(images), cfg, root)
-    if any(im.shape != (h, w, cfg.channels) for im in images):
-        raise DataError(
-            f"TFRecord images under {root} do not all have shape {(h, w, cfg.channels)}"
-        )
-    manifest = file_manifest(root, paths)
-    return np.stack(images), labels, manifest, manifest_bytes(manifest)
-
-
-def _read_example(raw: bytes, cfg: DataConfig, where: str) -> tuple[np.ndarray, Any]:
-    import tensorflow as tf
-
-    try:
-        ex = tf.train.Example.FromString(raw)
-    except Exception as exc:  # protobuf's DecodeError: the record is not an Example
-        raise DataError(f"{where}: not a tf.train.Example ({type(exc).__name__})") from None
-    feats = ex.features.feature
-    ikey, lkey = cfg.tfrecord_image_key, cfg.tfrecord_label_key
-    missing = [k for k in (ikey, lkey) if k not in feats]
-    if missing:
-        raise DataError(
-            f"{where}: missing feature(s) {missing}; present: {sorted(feats)[:10]}",
-            hint="set data.tfrecord_image_key / data.tfrecord_label_key",
-        )
-    lab = feats[lkey]
-    values = lab.int64_list.value or lab.float_list.value or lab.bytes_list.value
-    if not values:
-        raise DataError(f"{where}: '{lkey}' holds no value; expected one class per example")
-    return _decode_example_image(feats[ikey], cfg, where), from_vector(list(values), where)
-
-
-def _decode_example_image(feature: Any, cfg: DataConfig, where: str) -> np.ndarray:
-    h, w = cfg.image_size
-    want = h * w * cfg.channels
-    encoded = feature.bytes_list.value
-    if encoded:
-        if len(encoded) != 1:
-            raise DataError(
-                f"{where}: image feature holds {len(encoded)} encoded images; expected one"
-            )
-        if len(encoded[0]) > MAX_IMAGE_FILE_BYTES:
-            raise DataError(
-                f"{where}: encoded image is {len(encoded[0])} bytes; expected at most "
-                f"{MAX_IMAGE_FILE_BYTES}"
-            )
-        return decode_image(io.BytesIO(encoded[0]), cfg, f"{where}: image")
-    values = feature.float_list.value or feature.int64_list.value
-    if len(values) != want:
-        raise DataError(
-            f"{where}: image has {len(values)} values; expected {want} (= {h}x{w}x{cfg.channels} "
-            "from data.image_size and data.channels)"
-        )
-    return np.asarray(values, dtype=np.float64).astype(np.float32).reshape(h, w, cfg.channels)
-
-
-def load_csv(cfg: DataConfig) -> Loaded:
-    path = require_path(cfg)
-    with open_regular(path, MAX_DATA_BYTES) as fh:
-        data = fh.read()
-    try:
-        text = data.decode("utf-8-sig")  # a BOM (Excel's "CSV UTF-8") is not part of the header
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DataError(
-            f"{path} line {line} is not UTF-8 text: byte 0x{data[exc.start]:02x} at offset "
-            f"{exc.start} cannot be decoded",
-            hint="re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`",
-        ) from None
-    try:
-        x, labels = _parse_csv(text, path, cfg)
-    except csv.Error as exc:
-        raise DataError(f"{path} is not a valid CSV file: {exc}") from None
+        columns = {}
+        for name, arr in arrays.items():
+            if arr.ndim == 0 or y.ndim == 0 or len(arr) != len(y):
+                raise DataError(
+                    f"{path}: '{name}' has shape {arr.shape} and '{yk}' shape {y.shape}; "
+                    "expected one value per example (the same first dimension)"
+                )
+            if arr.dtype.kind not in "biufUS":
+                raise DataError(
+                    f"{path}: '{name}' has dtype {arr.dtype}; expected numbers or strings"
+                )
+            columns[name] = arr
+        if not columns:
+            raise DataError(f"{path} holds only the label array '{yk}'; expected features too")
     manifest = file_manifest(path, [path])
-    return x, labels, manifest, manifest_bytes(manifest)
+    return LoadedData(columns, y, None, manifest, manifest_bytes(manifest))
 
 
-def _parse_csv(text: str, path: Path, cfg: DataConfig) -> tuple[np.ndarray, list[str]]:
-    h, w = cfg.image_size
-    want = h * w * cfg.channels
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if not header:
-        raise DataError(f"{path} is empty; expected a header row and one row per example")
-    column = cfg.csv_label_column
-    if header.count(column) != 1:
-        raise DataError(
-            f"{path}: header has {header.count(column)} column(s) named '{column}'; expected "
-            f"exactly one. Received: {header[:8]}...",
-            hint="set data.csv_label_column to the name of the label column",
-        )
-    li = header.index(column)
-    if len(header) - 1 != want:
-        raise DataError(
-            f"{path}: {len(header) - 1} pixel columns; expected {want} "
-            f"(= {h}x{w}x{cfg.channels} from data.image_size and data.channels)"
-        )
-    rows, labels = [], []
-    for n, row in enumerate(reader, start=2):
-        if len(row) != len(header):
-            raise DataError(f"{path} line {n}: {len(row)} fields; expected {len(header)}")
-        labels.append(row[li])
-        try:
-            rows.append([float(v) for i, v in enumerate(row) if i != li])
-        except ValueError:
-            col = next(i for i, v in enumerate(row) if i != li and not _is_float(v))
-            raise DataError(
-                f"{path} line {n}, column '{header[col][:40]}': non-numeric pixel value. "
-                f"Received: {row[col][:40]!r}",
-                hint="every column except the label must hold a number in [0, 255]",
-            ) from None
-    if not rows:
-        raise DataError(f"{path} has a header but no examples")
-    return np.asarray(rows, dtype=np.float32).reshape(-1, h, w, cfg.channels), labels
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def load_npz(cfg: DataConfig) -> Loaded:
-    path = require_path(cfg)
+def _read_npz(path: Path, label: str) -> dict[str, np.ndarray]:
     with open_regular(path) as fh:
         magic = fh.read(4)
         fh.seek(0)
@@ -270,17 +232,10 @@ def load_npz(cfg: DataConfig) -> Loaded:
         try:
             # allow_pickle=False: an .npz from a merge request must not run code when loaded.
             with np.load(fh, allow_pickle=False) as z:
-                keys = set(z.files)
-                xk = next((k for k in ("x", "images") if k in keys), None)
-                yk = next((k for k in ("y", "labels") if k in keys), None)
-                if xk is None or yk is None:
-                    raise DataError(
-                        f"{path}: expected arrays 'x' (or 'images') and 'y' (or 'labels'); "
-                        f"found {sorted(keys)[:10]}"
-                    )
-                for key in (xk, yk):
+                keys = list(z.files)
+                for key in keys:
                     _check_member(z.zip, key, path)
-                x, y = z[xk], z[yk]
+                return {key: z[key] for key in keys}
         except DataError:
             raise
         # Untrusted bytes: OSError, ValueError, BadZipFile, EOFError, zlib.error, ...
@@ -289,20 +244,6 @@ def load_npz(cfg: DataConfig) -> Loaded:
                 f"cannot read {path} as .npz: {type(exc).__name__}: {str(exc)[:200]}",
                 hint="save it with np.savez(path, x=images, y=labels) using numeric arrays",
             ) from None
-    if x.dtype.kind not in "biuf":
-        raise DataError(
-            f"{path}: '{xk}' has dtype {x.dtype}; expected numeric pixels (uint8 or float)"
-        )
-    if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
-        raise DataError(
-            f"{path}: '{xk}' has shape {x.shape} and '{yk}' shape {y.shape}; expected one "
-            "label per image (the same first dimension)"
-        )
-    _check_total(len(x), cfg, path)
-    x = _as_images(x, cfg, f"{path}: '{xk}'")
-    labels = labels_from_array(y, f"{path}: '{yk}'")
-    manifest = file_manifest(path, [path])
-    return x, labels, manifest, manifest_bytes(manifest)
 
 
 def _as_images(x: np.ndarray, cfg: DataConfig, where: str) -> np.ndarray:
@@ -355,10 +296,43 @@ def _check_member(zf: Any, key: str, path: Path) -> None:
         )
 
 
+# Sources that import TensorFlow or pyarrow, or user code, load their module when used.
+def _tfrecord(cfg: DataConfig) -> LoadedData:
+    from tfship.data.tfrecords import load_tfrecord
+
+    return load_tfrecord(cfg)
+
+
+def _csv(cfg: DataConfig) -> LoadedData:
+    from tfship.data.tables import load_csv
+
+    return load_csv(cfg)
+
+
+def _parquet(cfg: DataConfig) -> LoadedData:
+    from tfship.data.tables import load_parquet
+
+    return load_parquet(cfg)
+
+
+def _loader(cfg: DataConfig) -> LoadedData:
+    from tfship.data.user_loader import load_user
+
+    return load_user(cfg)
+
+
 LOADERS = {
     DataSource.DEMO: load_demo,
     DataSource.IMAGE_FOLDER: load_image_folder,
-    DataSource.TFRECORD: load_tfrecord,
-    DataSource.CSV: load_csv,
+    DataSource.TEXT_FOLDER: load_text_folder,
+    DataSource.TFRECORD: _tfrecord,
+    DataSource.CSV: _csv,
+    DataSource.PARQUET: _parquet,
     DataSource.NPZ: load_npz,
+    DataSource.LOADER: _loader,
 }
+
+
+def load(cfg: DataConfig) -> LoadedData:
+    """Load `cfg.source` into the normal form."""
+    return LOADERS[cfg.source](cfg)

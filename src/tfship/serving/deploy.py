@@ -146,8 +146,8 @@ def _verify(
     label: str | None = None,
 ) -> golden.GoldenCheck:
     assert target.client is not None
-    outputs = target.client.predict(golden.golden_inputs(manifest), version=version, label=label)
-    check = golden.compare(manifest, outputs, cfg.serving.tolerance)
+    where = {"version": version} if version is not None else {"label": label}
+    check = golden.replay(target.client, manifest, cfg.serving.tolerance, **where)
     if not check.ok:
         where = f"/versions/{version}" if version is not None else f"/labels/{label}"
         raise ModelError(

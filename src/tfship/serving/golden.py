@@ -55,8 +55,17 @@ def compare(
         if name not in outputs:
             problems.append(f"output '{name}' missing (got {sorted(outputs)})")
             continue
+        if _is_text(expected):
+            problem = _compare_text(name, expected, outputs[name])
+            if problem:
+                problems.append(problem)
+            continue
         exp = np.asarray(expected, dtype=np.float64)
-        got = np.asarray(outputs[name], dtype=np.float64)
+        try:
+            got = np.asarray(outputs[name], dtype=np.float64)
+        except (TypeError, ValueError):
+            problems.append(f"output '{name}' is not numeric, expected numbers")
+            continue
         if got.shape != exp.shape:
             problems.append(
                 f"output '{name}' has shape {list(got.shape)}, expected {list(exp.shape)}"
@@ -77,8 +86,112 @@ def compare(
     return GoldenCheck(not problems, worst, tol, tuple(problems))
 
 
+def _is_text(value: Any) -> bool:
+    """True for a (nested) list whose first leaf is a string, or an array of strings/bytes: a
+    class name / label output."""
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind in "OSU"
+    while isinstance(value, list) and value:
+        value = value[0]
+    return isinstance(value, str)
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else str(value)
+
+
+def _compare_text(name: str, expected: Any, served: Any) -> str | None:
+    """String outputs (class names, labels) must be equal, not close."""
+    got = np.vectorize(_text, otypes=[object])(np.asarray(served, dtype=object))
+    exp = np.vectorize(_text, otypes=[object])(np.asarray(expected, dtype=object))
+    if got.shape != exp.shape:
+        return f"output '{name}' has shape {list(got.shape)}, expected {list(exp.shape)}"
+    unequal = np.argwhere(got != exp)
+    if len(unequal):
+        at = tuple(int(i) for i in unequal[0])
+        return (
+            f"output '{name}' differs at {list(at)}: {str(got[at])[:40]!r}, expected "
+            f"{str(exp[at])[:40]!r} ({len(unequal)} value(s) differ)"
+        )
+    return None
+
+
+def served_examples(method: str, results: list) -> dict[str, Any]:
+    """A classify/regress answer as the endpoint's outputs (`classes`/`scores`, `outputs`),
+    the form `golden.examples[method].outputs` records."""
+    if method == "classify":
+        return {
+            "classes": [[label for label, _ in row] for row in results],
+            "scores": [[score for _, score in row] for row in results],
+        }
+    return {"outputs": list(results)}
+
+
+def compare_examples(
+    method: str,
+    expected_outputs: Mapping[str, Any],
+    served: list,
+    tolerance: float | None = None,
+) -> GoldenCheck:
+    """A served classify/regress answer (the client's `results`: per example (label, score)
+    pairs, or values) against `golden.examples[method].outputs`: labels exactly, scores and
+    regression values within `tolerance` (default 1e-4)."""
+    if method not in ("classify", "regress"):
+        raise ModelError(
+            f"golden.examples has method {method!r}; expected 'classify' or 'regress'",
+            hint="re-export the model (`tfship export`)",
+        )
+    check = compare(
+        {"golden": {"outputs": dict(expected_outputs), "tolerance": tolerance or 1e-4}},
+        served_examples(method, served),
+        tolerance,
+    )
+    problems = tuple(f":{method} {p}" for p in check.problems)
+    return GoldenCheck(not problems, check.max_abs_diff, check.tolerance, problems)
+
+
+def replay(
+    client: Any, manifest: Mapping[str, Any], tolerance: float | None, **where: Any
+) -> GoldenCheck:
+    """Every golden request of the manifest against a server: predict on `serving_default`,
+    then each tf.Example API (`:classify`, `:regress`) the export has; one combined check."""
+    outputs = client.predict(golden_inputs(manifest), **where)
+    names = list((manifest.get("signature") or {}).get("outputs") or manifest["golden"]["outputs"])
+    if set(outputs) == {"output_0"} and len(names) == 1:
+        # TF Serving answers a one-output signature with the bare tensor, without its name.
+        outputs = {names[0]: outputs["output_0"]}
+    checks = [compare(manifest, outputs, tolerance)]
+    for method, block in (manifest["golden"].get("examples") or {}).items():
+        call = client.classify if method == "classify" else client.regress
+        results = call(block["examples"], signature=method, **where)
+        tol = tolerance if tolerance is not None else manifest["golden"].get("tolerance")
+        checks.append(compare_examples(method, block["outputs"], results, tol))
+    problems = tuple(p for c in checks for p in c.problems)
+    return GoldenCheck(
+        not problems, max(c.max_abs_diff for c in checks), checks[0].tolerance, problems
+    )
+
+
 def golden_inputs(manifest: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    return {k: np.asarray(v, dtype=np.float32) for k, v in manifest["golden"]["inputs"].items()}
+    """The golden requests' inputs in the dtypes the signature takes (manifest `signature`):
+    strings as bytes (`{"b64": ...}` decoded), int64 and float32 numbers."""
+    import base64
+
+    specs = (manifest.get("signature") or {}).get("inputs") or {}
+    out = {}
+    for name, values in manifest["golden"]["inputs"].items():
+        dtype = (specs.get(name) or {}).get("dtype", "float32")
+        if dtype == "string":
+            raw = np.asarray(values, dtype=object)
+            out[name] = np.vectorize(
+                lambda v: base64.b64decode(v["b64"]) if isinstance(v, dict) else str(v).encode(),
+                otypes=[object],
+            )(raw)
+        else:
+            out[name] = np.asarray(values, dtype=dtype)
+    return out
 
 
 def check_manifest(manifest: Any, *, version: int | None, where: str) -> dict[str, Any]:
