@@ -316,8 +316,22 @@ def _history_series(train: dict[str, Any]) -> dict[str, list[float]]:
     return {k: [float(v) for v in vals] for k, vals in hist.items() if isinstance(vals, list)}
 
 
+# Per-epoch bookkeeping in train.json's history, not metrics: plotted next to accuracy, the step
+# counter (0-280) set the y-axis and flattened every metric at the bottom.
+_NOT_METRICS = frozenset({"step", "steps", "seconds", "step_seconds", "eval_seconds"})
+
+
+def training_series(train: dict[str, Any]) -> dict[str, list[float]]:
+    """The metric curves of train.json's history (loss, the task's metrics, val_*)."""
+    return {
+        k: v
+        for k, v in _history_series(train).items()
+        if v and k not in _NOT_METRICS and "time" not in k and not k.endswith("seconds")
+    }
+
+
 def plot_training(train: dict[str, Any], out: Path) -> Path | None:
-    series = {k: v for k, v in _history_series(train).items() if v and "time" not in k}
+    series = training_series(train)
     if not series:
         return None
     import matplotlib
