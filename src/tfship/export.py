@@ -402,13 +402,18 @@ def export_savedmodel(
         if data_manifest is not None:
             atomic_write_json(tmp / EXPORT_DATA_MANIFEST, dict(data_manifest))
         atomic_write_json(tmp / MANIFEST, manifest)
-        verified = verify_export(tmp, tol)
+        verified = verify_export(tmp, tol, loaded=loaded)
         _claim(tmp, root / str(version), explicit)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     final = root / str(version)
     verified = replace(verified, export_dir=final)
+    # Bound to these bytes: deploy and validate reuse the check instead of repeating it.
+    from tfship.serving.repository import tree_digest
+    from tfship.verify_record import write_record
+
+    write_record(final, verified, tree_digest(final))
     log.info("exported %s version %d to %s", cfg.project.model_name, version, final)
     return ExportResult(
         final,
@@ -486,8 +491,9 @@ def _data_manifest(cfg: PipelineConfig, run_dir: RunDir, splits: Any) -> dict[st
     }
 
 
-def run_export(cfg: PipelineConfig, run_dir: RunDir) -> ExportResult:
-    """Export the best checkpoint of this run (chief only under multi-worker training)."""
+def run_export(cfg: PipelineConfig, run_dir: RunDir, *, splits: Any = None) -> ExportResult:
+    """Export the best checkpoint of this run (chief only under multi-worker training).
+    `splits` (a tfship.data.Splits of this config) skips loading the data again."""
     from tfship.cluster import is_chief
 
     if not is_chief():
@@ -505,7 +511,7 @@ def run_export(cfg: PipelineConfig, run_dir: RunDir) -> ExportResult:
             f"{run_dir.train_json} is missing; export needs a trained run",
             hint="run `tfship train` with the same --run-dir first",
         )
-    splits = load_splits(cfg)
+    splits = load_splits(cfg) if splits is None else splits
     model, info = restore_for_export(cfg, run_dir, which="best", splits=splits)
     n_val = len(splits.y_val)
     warm_idx = np.arange(cfg.export.warmup_requests) % n_val

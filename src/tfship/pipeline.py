@@ -2,6 +2,9 @@
 
 Each stage is the same function its own command calls; this module only sequences them, times
 them and collects their results. A stage that raises stops the run with that error's exit code.
+The data is loaded and split once, by the data stage, and handed to the stages after it (as
+their own commands, in separate CI jobs, load it themselves): in one process nothing can change
+it between stages, and reading and decoding it is the same work each time.
 """
 
 from __future__ import annotations
@@ -43,25 +46,33 @@ class RunResult:
         return "\n".join(lines)
 
 
-def _data(cfg: PipelineConfig, run_dir: RunDir) -> Any:
+def _splits(cfg: PipelineConfig, shared: dict[str, Any]) -> Any:
+    if "splits" not in shared:
+        from tfship.data import load_splits
+
+        shared["splits"] = load_splits(cfg)
+    return shared["splits"]
+
+
+def _data(cfg: PipelineConfig, run_dir: RunDir, shared: dict[str, Any]) -> Any:
     from tfship.data import run_data
 
-    return run_data(cfg, run_dir)
+    return run_data(cfg, run_dir, splits=_splits(cfg, shared))
 
 
-def _train(cfg: PipelineConfig, run_dir: RunDir) -> Any:
+def _train(cfg: PipelineConfig, run_dir: RunDir, shared: dict[str, Any]) -> Any:
     from tfship.train import run_train
 
-    return run_train(cfg, run_dir)
+    return run_train(cfg, run_dir, splits=_splits(cfg, shared))
 
 
-def _export(cfg: PipelineConfig, run_dir: RunDir) -> Any:
+def _export(cfg: PipelineConfig, run_dir: RunDir, shared: dict[str, Any]) -> Any:
     from tfship.export import run_export
 
-    return run_export(cfg, run_dir)
+    return run_export(cfg, run_dir, splits=_splits(cfg, shared))
 
 
-def _scan(cfg: PipelineConfig, run_dir: RunDir) -> Any:
+def _scan(cfg: PipelineConfig, run_dir: RunDir, shared: dict[str, Any]) -> Any:
     # Trivy config + secret scans of the project and the export (exit 10 findings, 11 scanner);
     # before evaluate, so the MR report can include scan/summary.md.
     from tfship.scan import run_scan_for_pipeline
@@ -69,14 +80,14 @@ def _scan(cfg: PipelineConfig, run_dir: RunDir) -> Any:
     return run_scan_for_pipeline(cfg, run_dir)
 
 
-def _evaluate(cfg: PipelineConfig, run_dir: RunDir) -> Any:
+def _evaluate(cfg: PipelineConfig, run_dir: RunDir, shared: dict[str, Any]) -> Any:
     # Evaluate the export, apply the gate, write the report; a failed gate sets exit_code 7.
     from tfship.gate import evaluate_and_gate
 
-    return evaluate_and_gate(cfg, run_dir)
+    return evaluate_and_gate(cfg, run_dir, splits=_splits(cfg, shared))
 
 
-def _deploy(cfg: PipelineConfig, run_dir: RunDir) -> Any:
+def _deploy(cfg: PipelineConfig, run_dir: RunDir, shared: dict[str, Any]) -> Any:
     # Locally (no serving.rest_url) this publishes to the model repository, writes
     # models.config and runs the offline checks; with a server it is a real canary + promote.
     from tfship.serving.deploy import run_deploy
@@ -85,7 +96,7 @@ def _deploy(cfg: PipelineConfig, run_dir: RunDir) -> Any:
 
 
 # (name, stage). Later stages read what earlier ones wrote to the run directory.
-STAGES: list[tuple[str, Callable[[PipelineConfig, RunDir], Any]]] = [
+STAGES: list[tuple[str, Callable[[PipelineConfig, RunDir, dict[str, Any]], Any]]] = [
     ("data", _data),
     ("train", _train),
     ("export", _export),
@@ -133,12 +144,13 @@ def run_pipeline(
     dump_config(cfg, run_dir.config)
     outcomes: list[StageOutcome] = []
     exit_code = 0
+    shared: dict[str, Any] = {}  # what one stage computed for the next (the splits)
     for name, stage in STAGES:
         if name in skip:
             continue
         log.info("stage %s: started", name)
         t0 = time.perf_counter()
-        result = stage(cfg, run_dir)
+        result = stage(cfg, run_dir, shared)
         seconds = time.perf_counter() - t0
         log.info("stage %s: done in %.1f s", name, seconds)
         outcomes.append(StageOutcome(name, seconds, result))

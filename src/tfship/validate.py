@@ -3,9 +3,11 @@
 The server comes from, in order (`--launcher auto`): the pinned `tensorflow/serving` image via
 the Docker SDK when a Docker engine answers; the `tensorflow_model_server` binary named by
 TFSHIP_MODEL_SERVER; a server already serving the export (`--server-url` / serving.rest_url).
-It waits for AVAILABLE (cold start), replays the export's warmup records over gRPC and its golden
-requests over REST, and times single-example requests (p50/p95). With no server at all it falls
-back to the offline C++ loader check and says so in `validation.json`.
+It waits for AVAILABLE (cold start), replays the export's warmup records over gRPC (Predict, and
+Classify/Regress for tf.Example endpoints) and its golden requests over REST (predict, and each
+`golden.examples` method via :classify/:regress), and times single-example requests (p50/p95).
+With no server at all it falls back to the offline C++ loader check and says so in
+`validation.json`.
 """
 
 from __future__ import annotations
@@ -191,7 +193,7 @@ def _validate_with(
 
         return {
             "mode": "offline",
-            "offline_check": verify_export(export_dir, s.tolerance),
+            "offline_check": verify_export(export_dir, s.tolerance, reuse=True),
             "note": "no model server available (no Docker engine, TFSHIP_MODEL_SERVER or "
             "server URL): ran the offline C++ loader check and golden replay only",
         }

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,16 @@ class VerifyResult:
     warmup_records: int
     cpp_loader_seconds: float
     data_manifest_files: int | None = None  # None: no assets.extra/tfship-data-manifest.json
+    reused: str | None = None  # the verification record this result was read from, if any
 
     def render_text(self) -> str:
         diffs = ", ".join(f"{k} {v:.2g}" for k, v in self.max_abs_diff.items())
+        if self.reused:
+            return (
+                f"verified {self.export_dir} ({self.model_name} v{self.version}) when it was "
+                f"exported: {self.reused} holds its digest, which the files still have "
+                f"(max abs diff: {diffs}; not repeated)"
+            )
         return (
             f"verified {self.export_dir} ({self.model_name} v{self.version}): "
             f"{self.golden_requests} golden requests reproduce within {self.tolerance:g} "
@@ -267,12 +275,15 @@ def check_data_manifest(export_dir: Path, manifest: Mapping[str, Any]) -> int | 
     return len(files)
 
 
-def _python_replay(export_dir: Path, manifest: Mapping[str, Any], tol: float) -> tuple[float, int]:
-    """Reload with tf.saved_model.load, replay the golden requests and run the warmup records."""
+def _python_replay(
+    export_dir: Path, manifest: Mapping[str, Any], tol: float, loaded: Any = None
+) -> tuple[float, int]:
+    """Reload with tf.saved_model.load (unless the caller loaded it already), replay the golden
+    requests and run the warmup records."""
     import tensorflow as tf
 
     try:
-        loaded = tf.saved_model.load(str(export_dir))
+        loaded = loaded if loaded is not None else tf.saved_model.load(str(export_dir))
     except Exception as exc:  # TF raises many types here; all mean "cannot be served"
         raise ModelError(f"tf.saved_model.load failed on {export_dir}: {exc}") from exc
     sig = loaded.signatures.get(SIGNATURE)
@@ -407,15 +418,29 @@ def verify_export(
     tolerance: float | None = None,
     *,
     timeout: float = CPP_LOADER_TIMEOUT,
+    reuse: bool = False,
+    loaded: Any = None,
 ) -> VerifyResult:
     """Offline check of a SavedModel with a tfship manifest, as TF Serving would load it.
 
     Reloads it in this process (signature matches the manifest, golden requests reproduce,
-    warmup records run) and then through `saved_model_cli run` in a fresh process. Raises
-    `ModelError` naming the loader, the output and the difference on any disagreement.
-    `tolerance` defaults to the manifest's `golden.tolerance`.
+    warmup records run) and, at the same time, through `saved_model_cli run` in a fresh
+    process. Raises `ModelError` naming the loader, the output and the difference on any
+    disagreement. `tolerance` defaults to the manifest's `golden.tolerance`.
+
+    With `reuse`, a verification record written when the export was made
+    (`tfship.verify_record`) stands in for the check when it names these exact bytes (sha256
+    over every file), this TensorFlow and a tolerance at least as strict; otherwise (no
+    record, other bytes) the full check runs. `loaded`: the directory already loaded with
+    `tf.saved_model.load` in this process (export has it), so it is not loaded twice.
     """
     export_dir = Path(export_dir)
+    if reuse:
+        from tfship.verify_record import reusable
+
+        recorded = reusable(export_dir, tolerance)
+        if recorded is not None:
+            return recorded
     try:
         raw = read_manifest(export_dir)
     except RecursionError:  # json's answer to a nesting bomb
@@ -428,8 +453,13 @@ def verify_export(
     check_golden_arrays(manifest, export_dir)
     tol = golden_tolerance(tolerance, manifest, export_dir)
     data_files = check_data_manifest(export_dir, manifest)
-    py_diff, warmup = _python_replay(export_dir, manifest, tol)
-    outputs, seconds = run_cpp_loader(export_dir, golden_inputs(manifest), timeout=timeout)
+    # The fresh-process loader spends most of its time importing TensorFlow: run it while this
+    # process replays the golden requests. Its failure is raised by .result(), never lost.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfship-cpp-loader") as pool:
+        cpp = pool.submit(run_cpp_loader, export_dir, golden_inputs(manifest), timeout=timeout)
+        # A replay failure is raised once the loader has finished (bounded by its timeout).
+        py_diff, warmup = _python_replay(export_dir, manifest, tol, loaded)
+        outputs, seconds = cpp.result()
     cpp_diff = check_golden(manifest, outputs, tol, "TF's C++ loader (saved_model_cli)")
     log.info("verified %s: C++ loader %.1f s", export_dir, seconds)
     return VerifyResult(

@@ -85,7 +85,10 @@ def run_dir(tmp_path: Path) -> RunDir:
 
 
 def entries(run_dir: RunDir) -> list[str]:
-    return sorted(p.name for p in run_dir.export.iterdir()) if run_dir.export.exists() else []
+    """What the export root holds besides verification records (`<version>.verified.json`)."""
+    if not run_dir.export.exists():
+        return []
+    return sorted(p.name for p in run_dir.export.iterdir() if not p.name.endswith(".verified.json"))
 
 
 def manifest_of(result: export_mod.ExportResult) -> dict[str, Any]:

@@ -29,7 +29,7 @@ def test_run_stops_at_the_first_stage_with_a_non_zero_verdict(
         exit_code = 7
 
     def stage(name: str, result: object):
-        def run(cfg, run_dir):
+        def run(cfg, run_dir, shared):
             calls.append(name)
             return result
 
@@ -55,3 +55,27 @@ def test_unknown_stage_to_skip_is_a_usage_error(capsys: pytest.CaptureFixture[st
         main(["run", "--skip", "trian"])
     assert exc.value.code == 2
     assert "invalid choice: 'trian'" in capsys.readouterr().err
+
+
+def test_the_data_is_loaded_once_and_shared_by_every_stage(monkeypatch, tmp_path) -> None:
+    from tfship import data
+
+    loads: list[object] = []
+    seen: list[object] = []
+    real = data.load_splits
+
+    def counting(cfg):
+        loads.append(cfg)
+        return real(cfg)
+
+    def stage(name: str):
+        def run(cfg, run_dir, shared):
+            seen.append(pipeline._splits(cfg, shared))
+
+        return run
+
+    monkeypatch.setattr(data, "load_splits", counting)
+    monkeypatch.setattr(pipeline, "STAGES", [(n, stage(n)) for n in ("data", "train", "export")])
+    pipeline.run_pipeline(load_config(None, env={}), RunDir(tmp_path / "run"))
+    assert len(loads) == 1 and len(seen) == 3
+    assert seen[0] is seen[1] is seen[2]

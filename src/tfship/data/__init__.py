@@ -296,10 +296,10 @@ def _per_class(cfg: PipelineConfig, splits: Splits) -> dict[str, dict[str, int]]
     return out
 
 
-def run_data(cfg: PipelineConfig, run_dir: RunDir) -> DataResult:
+def run_data(cfg: PipelineConfig, run_dir: RunDir, *, splits: Splits | None = None) -> DataResult:
     """Load and split the data; write data.json (summary), schema.json (the schema, to pin)
     and data.manifest.json (file list)."""
-    splits = load_splits(cfg)
+    splits = load_splits(cfg) if splits is None else splits
     run_dir.ensure()
     sizes = {
         "train": len(splits.y_train),
