@@ -11,12 +11,14 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 from tfship import __version__, env
-from tfship.errors import EXIT_CODE_DOC, ExitCode, TfshipError
+from tfship.errors import EXIT_CODE_DOC, ExitCode, Preempted, TfshipError
 from tfship.redact import format_exception, redact_text, redacting_logs
 from tfship.result import render
 
@@ -128,7 +130,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
 
 
+# Commands that CI retries on exit 75: a SIGTERM before the training loop takes over (while
+# TensorFlow is still importing, the data loading, ...) must exit 75 too, not die with 143,
+# which `retry: exit_codes: [75]` does not retry.
+_PREEMPTIBLE = frozenset({"train", "run"})
+
+
+def _preempted_early(signum: int, frame: Any) -> None:
+    raise Preempted(
+        "SIGTERM received outside the training loop; whatever the last checkpoint holds is kept",
+        hint="rerun the same command: it resumes from the last checkpoint",
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.command in _PREEMPTIBLE and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _preempted_early)
     try:
         result: Any = args.handler(args)
     except TfshipError as err:
