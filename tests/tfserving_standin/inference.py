@@ -25,6 +25,7 @@ import math
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.example import example_pb2, feature_pb2
+from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
 from tests.tfserving_standin import json_tensor
@@ -135,17 +136,17 @@ def request_from_json(body: bytes, method: str) -> tuple[str, input_pb2.Input]:
 def serialized_examples(request: input_pb2.Input) -> list[bytes]:
     kind = request.WhichOneof("kind")
     if kind == "example_list":
-        return [e.SerializeToString() for e in request.example_list.examples]
-    if kind == "example_list_with_context":
-        context = request.example_list_with_context.context
+        out = [e.SerializeToString() for e in request.example_list.examples]
+    elif kind == "example_list_with_context":
+        # util.cc appends each serialized example to the serialized context: on parse a
+        # feature in both is the example's (the later map entry wins).
+        context = request.example_list_with_context.context.SerializeToString()
+        out = [context + e.SerializeToString() for e in request.example_list_with_context.examples]
+    else:
         out = []
-        for e in request.example_list_with_context.examples:
-            merged = example_pb2.Example()
-            merged.CopyFrom(context)
-            merged.MergeFrom(e)
-            out.append(merged.SerializeToString())
-        return out
-    raise invalid_argument("Input is empty")
+    if not out:
+        raise invalid_argument("Input is empty.")
+    return out
 
 
 def _signature(servable: Servable, name: str):
@@ -158,11 +159,34 @@ def _signature(servable: Servable, name: str):
     return name, sig
 
 
-def _run(servable: Servable, name: str, request: input_pb2.Input) -> dict[str, np.ndarray]:
+def _run(
+    servable: Servable, name: str, request: input_pb2.Input
+) -> tuple[int, dict[str, np.ndarray]]:
     examples = serialized_examples(request)
-    if not examples:
-        raise invalid_argument("Input is empty")
-    return servable.predict(name, {INPUTS: np.asarray(examples, dtype=object)})
+    return len(examples), servable.predict(name, {INPUTS: np.asarray(examples, dtype=object)})
+
+
+def _dtype_name(value: np.ndarray) -> str:
+    return types_pb2.DataType.Name(tf.as_dtype(value.dtype).as_datatype_enum)
+
+
+def _shape(value: np.ndarray) -> str:
+    return "[" + ",".join(str(d) for d in value.shape) + "]"  # TensorShape::DebugString
+
+
+def _class_output(value: np.ndarray | None, what: str, dtype: str, n: int) -> None:
+    """PostProcessClassificationResult's checks of the classes / scores tensor."""
+    if value is None:
+        return
+    if value.ndim != 2:
+        raise invalid_argument(
+            f"Expected Tensor shape: [batch_size num_classes] but got {_shape(value)}"
+        )
+    got = "DT_STRING" if value.dtype == object else _dtype_name(value)
+    if got != dtype:
+        raise invalid_argument(f"Expected {what} Tensor of {dtype}. Got: {got}")
+    if value.shape[0] != n:
+        raise invalid_argument(f"Expected {what} output batch size of {n}. Got: {value.shape[0]}")
 
 
 def classify(
@@ -175,21 +199,27 @@ def classify(
         raise invalid_argument(f"No classification inputs found in SignatureDef: {sig}")
     if CLASSES not in sig.outputs and SCORES not in sig.outputs:
         raise invalid_argument(
-            f"Expected classification signature outputs to contain classes or scores: {sig}"
+            'Expected classification signature outputs to contain at least one of "classes" '
+            f'or "scores". Signature was: {sig}'
         )
-    if CLASSES in sig.outputs and sig.outputs[CLASSES].dtype != tf.string.as_datatype_enum:
-        raise invalid_argument("Expected classes Tensor of DT_STRING.")
-    if SCORES in sig.outputs and sig.outputs[SCORES].dtype != tf.float32.as_datatype_enum:
-        raise invalid_argument("Expected scores Tensor of DT_FLOAT.")
-    out = _run(servable, name, request)
-    classes, scores = out.get(CLASSES), out.get(SCORES)
+    n, out = _run(servable, name, request)
+    classes = np.asarray(out[CLASSES]) if CLASSES in sig.outputs else None
+    scores = np.asarray(out[SCORES]) if SCORES in sig.outputs else None
+    _class_output(classes, "classes", "DT_STRING", n)
+    _class_output(scores, "scores", "DT_FLOAT", n)
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        raise invalid_argument(
+            "Tensors class and score should match in dim_size(1). Got "
+            f"{classes.shape[1]} vs. {scores.shape[1]}"
+        )
     width = (classes if classes is not None else scores).shape[1]
     result = classification_pb2.ClassificationResult()
-    for i in range(len(classes if classes is not None else scores)):
+    for i in range(n):
         row = result.classifications.add()
         for j in range(width):
             item = row.classes.add()
             if classes is not None:
+                # A proto string field: TF Serving copies the bytes; Python needs text.
                 item.label = bytes(classes[i][j]).decode("utf-8", "replace")
             if scores is not None:
                 item.score = float(scores[i][j])
@@ -206,16 +236,23 @@ def regress(
         raise invalid_argument(f"No regression inputs found in SignatureDef: {sig}")
     if OUTPUTS not in sig.outputs:
         raise invalid_argument(f"No regression outputs found in SignatureDef: {sig}")
-    values = np.asarray(_run(servable, name, request)[OUTPUTS], dtype=np.float64)
-    if values.ndim == 2 and values.shape[1] == 1:
-        values = values[:, 0]
-    if values.ndim != 1:
+    n, out = _run(servable, name, request)
+    values = np.asarray(out[OUTPUTS])
+    # PostProcessRegressionResult, in its order.
+    if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
         raise invalid_argument(
-            f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
-            f"{list(values.shape)}"
+            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+            f"{_shape(values)}"
         )
+    if values.shape[0] != n:
+        raise invalid_argument(
+            f"Input batch size did not match output batch size: {n} vs. {values.shape[0]}"
+        )
+    if values.dtype != np.float32:
+        got = "DT_STRING" if values.dtype == object else _dtype_name(values)
+        raise invalid_argument(f"Expected output Tensor of DT_FLOAT.  Got: {got}")
     result = regression_pb2.RegressionResult()
-    for v in values:
+    for v in values.ravel():
         result.regressions.add().value = float(v)
     return result
 

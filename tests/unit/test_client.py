@@ -21,9 +21,13 @@ class _Handler(BaseHTTPRequestHandler):
         list[tuple[float, int, dict]]
     ] = []  # (delay, status, body) per request; last repeats
     hits = 0
+    seen: typing.ClassVar[list[tuple[str, str, object]]] = []  # (method, path, JSON body)
 
     def _answer(self) -> None:
         cls = type(self)
+        size = int(self.headers.get("Content-Length") or 0)
+        body_in = json.loads(self.rfile.read(size)) if size else None
+        cls.seen.append((self.command, self.path, body_in))
         delay, status, body = cls.script[min(cls.hits, len(cls.script) - 1)]
         cls.hits += 1
         time.sleep(delay)
@@ -43,7 +47,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def fake_server() -> Iterator[tuple[str, type[_Handler]]]:
-    handler = type("H", (_Handler,), {"script": [], "hits": 0})
+    handler = type("H", (_Handler,), {"script": [], "hits": 0, "seen": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -156,3 +160,62 @@ def test_grpc_reload_against_a_dead_port_is_retried_then_fails_clearly() -> None
     )
     with pytest.raises(InfraError, match=rf"HandleReloadConfigRequest at {target} failed after 2"):
         c.reload_config(model_server_config_pb2.ModelServerConfig())
+
+
+def test_predict_sends_named_inputs_with_json_per_dtype(fake_server) -> None:
+    import numpy as np
+
+    url, h = fake_server
+    h.script = [(0, 200, {"outputs": {"probability": [0.25, 0.5]}})]
+    inputs = {
+        "amount": np.array([1.5, 2.0], np.float32),
+        "count": np.array([3, 4], np.int64),
+        "country": np.array(["d\u00e9", b"\xff\xfe"], dtype=object),
+    }
+    out = _client(url).predict(inputs, version=7)
+    method, path, body = h.seen[0]
+    assert (method, path) == ("POST", "/v1/models/digits/versions/7:predict")
+    assert body == {
+        "signature_name": "serving_default",
+        "inputs": {
+            "amount": [1.5, 2.0],
+            "count": [3, 4],
+            "country": ["d\u00e9", {"b64": "//4="}],  # not UTF-8: TF Serving's b64 object
+        },
+    }
+    assert out["probability"].tolist() == [0.25, 0.5]
+
+
+def test_classify_sends_tf_servings_examples_and_parses_label_score_pairs(fake_server) -> None:
+    url, h = fake_server
+    h.script = [(0, 200, {"results": [[["legit", 0.75], ["fraud", 0.25]]]})]
+    got = _client(url).classify(
+        [{"amount": 7.0, "count": 3, "note": b"\xff"}], label="stable", context={"c": "x"}
+    )
+    assert got == [[("legit", 0.75), ("fraud", 0.25)]]
+    _, path, body = h.seen[0]
+    assert path == "/v1/models/digits/labels/stable:classify"
+    assert body == {
+        "signature_name": "classify",
+        "examples": [{"amount": 7.0, "count": 3, "note": {"b64": "/w=="}}],
+        "context": {"c": "x"},
+    }
+
+
+def test_regress_parses_results_and_a_400_carries_tf_servings_error(fake_server) -> None:
+    url, h = fake_server
+    h.script = [(0, 200, {"results": [0.5, 1.25]}), (0, 400, {"error": "Input is empty."})]
+    c = _client(url)
+    assert c.regress([{"x": [1.0, 2.0]}, {"x": [0.0, 0.0]}], version=1) == [0.5, 1.25]
+    assert h.seen[0][2]["signature_name"] == "regress"
+    with pytest.raises(ServerAnswered) as err:
+        c.regress([{"x": 1.0}], version=1)
+    assert (err.value.status, err.value.error) == (400, "Input is empty.")
+    assert h.hits == 2  # an answered error is not retried
+
+
+def test_an_answer_without_results_is_an_infra_error(fake_server) -> None:
+    url, h = fake_server
+    h.script = [(0, 200, {"outputs": [1.0]})]
+    with pytest.raises(InfraError, match="without a 'results' list"):
+        _client(url).regress([{"x": 1.0}])

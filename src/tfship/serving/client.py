@@ -9,7 +9,6 @@ deadline, since `HandleReloadConfigRequest` returns before new versions are load
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -21,6 +20,7 @@ import requests
 
 from tfship.errors import InfraError
 from tfship.redact import redact_text, redact_url
+from tfship.serving.wire import ExampleMethods, json_tensor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,8 +43,8 @@ class VersionStatus:
     error_message: str
 
 
-class ServingClient:
-    """One model on one TF Serving instance."""
+class ServingClient(ExampleMethods):
+    """One model on one TF Serving instance (`:classify`/`:regress`: ExampleMethods)."""
 
     def __init__(
         self,
@@ -306,7 +306,7 @@ class ServingClient:
         are sent as JSON strings, bytes that are not UTF-8 as `{"b64": ...}`."""
         body = {
             "signature_name": signature,
-            "inputs": {k: _json_tensor(v) for k, v in inputs.items()},
+            "inputs": {k: json_tensor(v) for k, v in inputs.items()},
         }
         data = self._rest(
             "POST",
@@ -318,72 +318,6 @@ class ServingClient:
         if not isinstance(outputs, dict):  # a single-output signature returns the bare tensor
             outputs = {"output_0": outputs}
         return {k: np.asarray(v) for k, v in outputs.items()}
-
-    def classify(
-        self,
-        examples: list[Mapping[str, Any]],
-        *,
-        version: int | None = None,
-        label: str | None = None,
-        signature: str = "classify",
-        context: Mapping[str, Any] | None = None,
-    ) -> list[list[tuple[str, float]]]:
-        """REST `:classify` on tf.Example JSON (`examples`, TF Serving's format: write float
-        features with a decimal point); per example the (label, score) pairs."""
-        return self._example_method("classify", examples, version, label, signature, context)
-
-    def regress(
-        self,
-        examples: list[Mapping[str, Any]],
-        *,
-        version: int | None = None,
-        label: str | None = None,
-        signature: str = "regress",
-        context: Mapping[str, Any] | None = None,
-    ) -> list[float]:
-        """REST `:regress` on tf.Example JSON; one value per example."""
-        return self._example_method("regress", examples, version, label, signature, context)
-
-    def _example_method(
-        self,
-        method: str,
-        examples: list[Mapping[str, Any]],
-        version: int | None,
-        label: str | None,
-        signature: str,
-        context: Mapping[str, Any] | None,
-    ) -> Any:
-        body: dict[str, Any] = {"signature_name": signature, "examples": list(examples)}
-        if context is not None:
-            body["context"] = dict(context)
-        data = self._rest(
-            "POST", f"/v1/models/{self.model}{_target(version, label)}:{method}", body
-        )
-        results = data.get("results") if isinstance(data, dict) else None
-        if not isinstance(results, list):
-            raise ServerAnswered(
-                f":{method} answered without a 'results' list: {str(data)[:200]}",
-                status=200,
-                error="malformed response",
-            )
-        if method == "classify":
-            return [[(str(c[0]), float(c[1])) for c in row] for row in results]
-        return [float(v) for v in results]
-
-    def example_method_grpc(self, method: str, request: Any, *, version: int | None = None) -> Any:
-        """PredictionService/Classify or /Regress with a ready request (a warmup record)."""
-        from tensorflow_serving.apis import prediction_service_pb2_grpc
-
-        request.model_spec.name = self.model
-        if version is not None:
-            request.model_spec.version.value = version
-        rpc = "Classify" if method == "classify" else "Regress"
-
-        def call(ch: Any) -> Any:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
-            return getattr(stub, rpc)(request, timeout=self.timeout)
-
-        return self._grpc(rpc, call)
 
     def predict_grpc(self, request: Any, *, version: int | None = None) -> Any:
         """PredictionService/Predict with a ready PredictRequest (e.g. a warmup record)."""
@@ -399,25 +333,6 @@ class ServingClient:
             )
 
         return self._grpc("Predict", call)
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            return {"b64": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _json_tensor(value: Any) -> Any:
-    """A tensor as TF Serving's REST JSON: nested lists; strings as text or {"b64": ...}."""
-    arr = np.asarray(value)
-    if arr.dtype.kind in "OSU":
-        return np.vectorize(_json_value, otypes=[object])(arr).tolist() if arr.size else []
-    return arr.tolist()
 
 
 def _target(version: int | None, label: str | None) -> str:

@@ -8,6 +8,8 @@ publish version -5 nor pass a NaN model with an empty golden set.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -174,23 +176,36 @@ def replay(
     )
 
 
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, dict):
+        return base64.b64decode(value["b64"], validate=True)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    raise TypeError(f"{type(value).__name__} {value!r}")
+
+
 def golden_inputs(manifest: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The golden requests' inputs in the dtypes the signature takes (manifest `signature`):
-    strings as bytes (`{"b64": ...}` decoded), int64 and float32 numbers."""
-    import base64
-
+    strings as bytes (`{"b64": ...}` decoded), int64 and float32 numbers (null: NaN, missing).
+    An input the signature does not list is float32 (the digits `pixels` manifests)."""
     specs = (manifest.get("signature") or {}).get("inputs") or {}
     out = {}
     for name, values in manifest["golden"]["inputs"].items():
         dtype = (specs.get(name) or {}).get("dtype", "float32")
-        if dtype == "string":
-            raw = np.asarray(values, dtype=object)
-            out[name] = np.vectorize(
-                lambda v: base64.b64decode(v["b64"]) if isinstance(v, dict) else str(v).encode(),
-                otypes=[object],
-            )(raw)
-        else:
-            out[name] = np.asarray(values, dtype=dtype)
+        try:
+            if dtype == "string":
+                raw = np.asarray(values, dtype=object)
+                out[name] = np.vectorize(_as_bytes, otypes=[object])(raw) if raw.size else raw
+            elif dtype in ("float32", "int64"):
+                out[name] = np.asarray(values, dtype=dtype)
+            else:
+                raise TypeError(f"dtype {dtype!r}")
+        except (TypeError, ValueError, binascii.Error) as exc:
+            raise ModelError(
+                f"golden input '{name}': found {str(exc)[:80]}; expected {dtype} values "
+                '(signature.inputs) - strings as text or {"b64": ...}, numbers as numbers',
+                hint="re-export the model (`tfship export`); a manifest is never edited by hand",
+            ) from exc
     return out
 
 
