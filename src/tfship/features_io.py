@@ -22,7 +22,8 @@ import numpy as np
 from tfship.data.schema import Feature, Kind, Schema
 
 
-def _text(value: Any) -> Any:
+def json_text(value: Any) -> Any:
+    """A string value as JSON: text when it is (UTF-8) text, else `{"b64": ...}`."""
     if isinstance(value, bytes):
         try:
             return value.decode("utf-8")
@@ -35,7 +36,7 @@ def json_values(feature: Feature, values: np.ndarray) -> list:
     """A batch of one feature as JSON values (see the module docstring)."""
     arr = np.asarray(values)
     if feature.is_string:
-        return [_text(v) for v in arr.ravel().tolist()]
+        return [json_text(v) for v in arr.ravel().tolist()]
     if feature.dtype == "int64":
         return arr.astype(np.int64).tolist()
     out = arr.astype(np.float64)
@@ -79,7 +80,7 @@ def example_rows(schema: Schema, x: Mapping[str, np.ndarray]) -> list[dict[str, 
             if not _present(f, value):
                 continue
             if f.is_string:
-                row[f.name] = _text(value)
+                row[f.name] = json_text(value)
             elif f.dtype == "int64":
                 row[f.name] = int(value)
             else:

@@ -14,38 +14,23 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
-import traceback
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-import tfship
 from tfship.config import DataConfig
 from tfship.data.infer import resolve_schema
 from tfship.data.loaders import LoadedData
 from tfship.data.schema import Schema
 from tfship.errors import DataError
+from tfship.usercode import describe
 
 log = logging.getLogger(__name__)
 
-_TFSHIP_DIR = str(Path(tfship.__file__).parent)
-_MAX_DETAIL = 300
-
 
 def _detail(exc: BaseException) -> str:
-    """The exception and the last frame of user code it came from (as model.builder's)."""
-    log.debug("data.loader failure", exc_info=exc)
-    text = f"{type(exc).__name__}: {exc}"
-    text = text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."
-    frames = [
-        f
-        for f in traceback.extract_tb(exc.__traceback__)
-        if not any(s in f.filename for s in ("site-packages", "dist-packages", "<frozen"))
-        and not f.filename.startswith(_TFSHIP_DIR)
-    ]
-    return f"{text} (at {frames[-1].filename}:{frames[-1].lineno})" if frames else text
+    return describe(exc, "data.loader")
 
 
 def _error(spec: str, what: str, hint: str) -> DataError:

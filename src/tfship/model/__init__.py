@@ -15,9 +15,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-import os
 import re
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -28,6 +26,7 @@ from tfship.config import ModelConfig
 from tfship.errors import ConfigError, ModelError
 from tfship.model.defaults import default_model, small_cnn
 from tfship.model.spec import SAMPLE_ROWS, ModelSpec
+from tfship.usercode import describe
 
 __all__ = [
     "SAMPLE_ROWS",
@@ -45,24 +44,11 @@ log = logging.getLogger(__name__)
 
 
 BUILDER_PATTERN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
-_MAX_DETAIL = 300
-_TFSHIP_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _FIX = "the builder is called as builder(spec, **model.options) (tfship.model.ModelSpec)"
 
 
 def _detail(exc: BaseException) -> str:
-    """The exception and where in user code it came from (its traceback is not shown: a
-    builder's failure is not a tfship bug; `tfship -v` logs it)."""
-    log.debug("model builder failure", exc_info=exc)
-    text = f"{type(exc).__name__}: {exc}"
-    text = text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 3] + "..."
-    frames = [
-        f
-        for f in traceback.extract_tb(exc.__traceback__)
-        if not any(s in f.filename for s in ("site-packages", "dist-packages", "<frozen"))
-        and not f.filename.startswith(_TFSHIP_DIR)
-    ]
-    return f"{text} (at {frames[-1].filename}:{frames[-1].lineno})" if frames else text
+    return describe(exc, "model builder")
 
 
 def _builder_error(spec: str, what: str, hint: str) -> ModelError:

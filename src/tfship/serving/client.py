@@ -20,7 +20,7 @@ import requests
 
 from tfship.errors import InfraError
 from tfship.redact import redact_text, redact_url
-from tfship.serving.wire import ExampleMethods, json_tensor
+from tfship.serving.wire import ExampleMethods, json_tensor, version_path
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -219,7 +219,7 @@ class ServingClient(ExampleMethods):
         ]
 
     def metadata(self, version: int | None = None) -> dict[str, Any]:
-        return self._rest("GET", f"/v1/models/{self.model}{_target(version, None)}/metadata")
+        return self._rest("GET", f"/v1/models/{self.model}{version_path(version, None)}/metadata")
 
     def wait_available(
         self,
@@ -310,7 +310,7 @@ class ServingClient(ExampleMethods):
         }
         data = self._rest(
             "POST",
-            f"/v1/models/{self.model}{_target(version, label)}:predict",
+            f"/v1/models/{self.model}{version_path(version, label)}:predict",
             body,
             timeout=timeout,
         )
@@ -333,11 +333,3 @@ class ServingClient(ExampleMethods):
             )
 
         return self._grpc("Predict", call)
-
-
-def _target(version: int | None, label: str | None) -> str:
-    if version is not None:
-        return f"/versions/{version}"
-    if label is not None:
-        return f"/labels/{label}"
-    return ""

@@ -16,14 +16,12 @@ from typing import Any
 import numpy as np
 
 from tfship.errors import DataError, InfraError
+from tfship.features_io import json_text
 
 
 def json_value(value: Any) -> Any:
     if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            return {"b64": base64.b64encode(value).decode("ascii")}
+        return json_text(value)
     if isinstance(value, np.generic):
         return value.item()
     return value
@@ -106,7 +104,7 @@ def example_request(method: str, rows: list[Mapping[str, Any]], signature: str) 
     return request
 
 
-def _target(version: int | None, label: str | None) -> str:
+def version_path(version: int | None, label: str | None) -> str:
     if version is not None:
         return f"/versions/{version}"
     if label is not None:
@@ -164,7 +162,7 @@ class ExampleMethods:
         if context is not None:
             body["context"] = json_example(context)
         data = self._rest(
-            "POST", f"/v1/models/{self.model}{_target(version, label)}:{method}", body
+            "POST", f"/v1/models/{self.model}{version_path(version, label)}:{method}", body
         )
         results = data.get("results") if isinstance(data, dict) else None
         if not isinstance(results, list):
