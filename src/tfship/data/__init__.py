@@ -168,7 +168,7 @@ def load_splits(cfg: PipelineConfig) -> Splits:
     raw = loaded.labels
     if len(raw) != n:
         raise DataError(f"{n} examples but {len(raw)} labels; they must match")
-    check_labels_present(raw)
+    check_labels_present(raw, empty_ok=task.empty_label_is_a_value())
     y, label_names = task.encode(raw)
     check_label_names(label_names)
     fingerprint = hashlib.sha256(loaded.content).hexdigest()

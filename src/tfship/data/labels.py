@@ -33,19 +33,20 @@ def _missing(value: Any) -> bool:
     return False
 
 
-def missing_label_rows(labels: Any) -> list[int]:
-    """Rows whose label is missing: None, NaN, "" (any NaN in a row of several numbers)."""
+def missing_label_rows(labels: Any, empty_ok: bool = False) -> list[int]:
+    """Rows whose label is missing: None, NaN, "" (any NaN in a row of several numbers); with
+    `empty_ok` an empty cell is a value (a multilabel example with no labels): none is missing."""
     if isinstance(labels, np.ndarray) and labels.dtype.kind in "biuf":
         if labels.dtype.kind != "f":
             return []
         rows = np.isnan(labels.reshape(len(labels), -1)).any(axis=1)
         return np.flatnonzero(rows).tolist()
-    return [i for i, v in enumerate(labels) if _missing(v)]
+    return [] if empty_ok else [i for i, v in enumerate(labels) if _missing(v)]
 
 
-def check_labels_present(labels: Any) -> None:
+def check_labels_present(labels: Any, empty_ok: bool = False) -> None:
     """DataError with the count and the first rows when any label is missing."""
-    rows = missing_label_rows(labels)
+    rows = missing_label_rows(labels, empty_ok)
     if rows:
         shown = ", ".join(map(str, rows[:_SHOWN_ROWS]))
         more = f" and {len(rows) - _SHOWN_ROWS} more" if len(rows) > _SHOWN_ROWS else ""

@@ -189,6 +189,10 @@ class Task:
         names = tuple(label_names) if label_names is not None else self.infer_label_names(raw)
         return self.encode_labels(raw, names), names
 
+    def empty_label_is_a_value(self) -> bool:
+        """True when an empty label ("") is a real value (no labels at all), not a missing one."""
+        return False
+
     def stratify_key(self, y: np.ndarray) -> np.ndarray | None:
         """One class per example for a stratified split, or None when that does not apply."""
         return None

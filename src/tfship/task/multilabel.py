@@ -120,8 +120,15 @@ class MultilabelTask(Task):
         out[rows, ids] = 1.0
         return out
 
+    def empty_label_is_a_value(self) -> bool:
+        # "a|b" in a table cell: an empty cell is the empty set, the example has no labels (a
+        # CSV cannot tell an empty set from a missing value; a table of label sets means this).
+        return self.separator is not None
+
     def _label_sets(self, raw: Any) -> list[list[str]]:
         rows = _labels.as_rows(raw)
+        if self.separator is not None:
+            rows = [[] if _labels.is_missing(v) else v for v in rows]
         missing = [i for i, v in enumerate(rows) if _labels.is_missing(v)]
         nested = [
             i
