@@ -504,7 +504,10 @@ def run_export(cfg: PipelineConfig, run_dir: RunDir, *, splits: Any = None) -> E
             skipped="not the chief task; only the chief writes exports",
         )
     from tfship.checkpoints import restore_for_export
+    from tfship.cpp_loader import prestart
     from tfship.data import load_splits, take
+
+    prestart()  # the loader check's interpreter imports TensorFlow while we restore and write
 
     if not run_dir.train_json.exists():
         raise ModelError(

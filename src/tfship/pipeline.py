@@ -61,8 +61,15 @@ def _data(cfg: PipelineConfig, run_dir: RunDir, shared: dict[str, Any]) -> Any:
 
 
 def _train(cfg: PipelineConfig, run_dir: RunDir, shared: dict[str, Any]) -> Any:
+    from tfship.cluster import is_chief
     from tfship.train import run_train
 
+    if shared.get("export_follows") and is_chief():
+        # The export's loader check runs in a fresh interpreter: let it import TensorFlow
+        # while this one trains (tfship.cpp_loader).
+        from tfship.cpp_loader import prestart
+
+        prestart()
     return run_train(cfg, run_dir, splits=_splits(cfg, shared))
 
 
@@ -143,8 +150,25 @@ def run_pipeline(
     run_dir.ensure()
     dump_config(cfg, run_dir.config)
     outcomes: list[StageOutcome] = []
+    # What one stage computed for the next (the splits), and what is still to come.
+    shared: dict[str, Any] = {"export_follows": "export" not in skip}
+    try:
+        exit_code = _run_stages(cfg, run_dir, skip, shared, outcomes)
+    finally:
+        from tfship.cpp_loader import discard
+
+        discard()  # a prestarted loader the run did not get to use
+    return RunResult(str(run_dir.root), tuple(outcomes), exit_code)
+
+
+def _run_stages(
+    cfg: PipelineConfig,
+    run_dir: RunDir,
+    skip: frozenset[str],
+    shared: dict[str, Any],
+    outcomes: list[StageOutcome],
+) -> int:
     exit_code = 0
-    shared: dict[str, Any] = {}  # what one stage computed for the next (the splits)
     for name, stage in STAGES:
         if name in skip:
             continue
@@ -160,4 +184,4 @@ def run_pipeline(
         if exit_code:
             log.info("stage %s: exit code %d, stopping the run here", name, exit_code)
             break
-    return RunResult(str(run_dir.root), tuple(outcomes), exit_code)
+    return exit_code

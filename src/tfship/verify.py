@@ -12,10 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from tfship.artifacts import MANIFEST, WARMUP, read_manifest
+from tfship.cpp_loader import CPP_LOADER_TIMEOUT, run_cpp_loader
 from tfship.datachange import EXPORT_DATA_MANIFEST
 from tfship.errors import ModelError
 from tfship.serving.golden import check_manifest, compare, golden_inputs
@@ -34,7 +31,6 @@ log = logging.getLogger(__name__)
 SIGNATURE = "serving_default"
 # TF Serving refuses to load a model whose warmup file holds more records (WarmupConsts).
 MAX_WARMUP_RECORDS = 1000
-CPP_LOADER_TIMEOUT = 300.0
 MAX_TOLERANCE = 1.0  # export.tolerance's bound: a wider one would let any model's outputs pass
 
 
@@ -185,67 +181,6 @@ def check_golden(
             hint="the SavedModel and its manifest disagree; re-export (never edit an export)",
         )
     return result.max_abs_diff
-
-
-def run_cpp_loader(
-    export_dir: Path, inputs: Mapping[str, np.ndarray], *, timeout: float = CPP_LOADER_TIMEOUT
-) -> tuple[dict[str, np.ndarray], float]:
-    """Run `serving_default` through `saved_model_cli run` (TF's session-based loader, the one
-    TF Serving uses) in a fresh process; return its outputs and the wall time it took."""
-    with tempfile.TemporaryDirectory(prefix="tfship-cpp-loader-") as tmp:
-        feeds = []
-        for name, value in inputs.items():
-            path = Path(tmp) / f"in_{name}.npy"
-            arr = np.asarray(value)
-            if arr.dtype == object:  # strings: a bytes array loads without pickle
-                arr = np.asarray([bytes(v) for v in arr.ravel()], dtype=np.bytes_).reshape(
-                    arr.shape
-                )
-            np.save(path, arr, allow_pickle=False)
-            feeds.append(f"{name}={path}")
-        outdir = Path(tmp) / "out"
-        cmd = [
-            sys.executable,
-            "-m",
-            "tensorflow.python.tools.saved_model_cli",
-            "run",
-            "--dir",
-            str(export_dir),
-            "--tag_set",
-            "serve",
-            "--signature_def",
-            SIGNATURE,
-            "--inputs",
-            ";".join(feeds),
-            "--outdir",
-            str(outdir),
-            "--overwrite",
-        ]
-        # CPU only: the exporting process may still hold the GPU, and TF Serving's CPU image is
-        # the reference the golden outputs must hold against.
-        child_env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
-        t0 = time.perf_counter()
-        try:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=timeout, env=child_env, check=False
-            )
-        except subprocess.TimeoutExpired:
-            raise ModelError(
-                f"saved_model_cli did not finish loading {export_dir} within {timeout:.0f} s",
-                hint="the machine may be overloaded; retry, or check the model for huge constants",
-            ) from None
-        seconds = time.perf_counter() - t0
-        if proc.returncode != 0:
-            tail = "\n    ".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-            raise ModelError(
-                f"TF's C++ loader (saved_model_cli run) failed on {export_dir} with exit code "
-                f"{proc.returncode}; expected it to load and run '{SIGNATURE}':\n    {tail}",
-                hint="TF Serving would fail the same way; export with keras.export.ExportArchive",
-            )
-        # String outputs come back as object arrays (pickled by saved_model_cli, which ran in
-        # our own child process on a directory it created).
-        outputs = {p.stem: np.load(p, allow_pickle=True) for p in outdir.glob("*.npy")}
-    return outputs, seconds
 
 
 def check_data_manifest(export_dir: Path, manifest: Mapping[str, Any]) -> int | None:

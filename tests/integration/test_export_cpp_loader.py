@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
+from tests.helpers.schemas import pixels_schema
 from tests.unit.test_export import export, tiny_model
 from tfship import export as export_mod
 from tfship.errors import ModelError
@@ -33,7 +34,8 @@ def test_the_export_loads_in_the_cpp_loader_and_reproduces_golden_requests(
     assert exported.verify.max_abs_diff["cpp"] <= 1e-4
     # The C++ loader's answers were compared with the manifest's golden outputs inside export.
     assert exported.verify.max_abs_diff["python"] <= 1e-4
-    assert exported.verify.golden_requests == 4 and exported.verify.warmup_records == 5
+    # 5 predict records for serving_default and 5 classify records for the tf.Example endpoint.
+    assert exported.verify.golden_requests == 4 and exported.verify.warmup_records == 10
     assert exported.export_dir.name == "1"
 
 
@@ -42,18 +44,21 @@ def test_a_keras3_model_saved_with_tf_saved_model_save_fails_the_cpp_loader(
 ) -> None:
     # DESIGN.md's reason for ExportArchive: this SavedModel reloads in Python but its variables
     # are missing for the session-based loader TF Serving uses. verify_export must catch it.
+    from tfship.export import example_function, signature_function
+    from tfship.task import ClassificationTask
+
     model = tiny_model()
-
-    @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 1], tf.float32, name="pixels")])
-    def serve(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
-        logits = model(pixels, training=False)
-        return {
-            "probabilities": tf.nn.softmax(logits),
-            "class_id": tf.argmax(logits, axis=-1, output_type=tf.int64),
-        }
-
+    schema, task, labels = pixels_schema(), ClassificationTask(), ["a", "b", "c"]
+    serve, spec = signature_function(model, schema, task, labels)
+    classify = example_function(model, schema, task, labels, "classify")
+    signatures = {
+        "serving_default": tf.function(serve, input_signature=spec),
+        "classify": tf.function(
+            classify, input_signature=[tf.TensorSpec([None], tf.string, name="inputs")]
+        ),
+    }
     bad = tmp_path / "1"
-    tf.saved_model.save(model, str(bad), signatures={"serving_default": serve})
+    tf.saved_model.save(model, str(bad), signatures=signatures)
     # Same weights (same seed) as the good export, so its manifest is right for this model too.
     shutil.copytree(exported.export_dir / "assets.extra", bad / "assets.extra")
     with pytest.raises(ModelError, match=r"C\+\+ loader \(saved_model_cli run\) failed"):
