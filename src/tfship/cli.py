@@ -144,8 +144,18 @@ def _preempted_early(signum: int, frame: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.command in _PREEMPTIBLE and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _preempted_early)
+    preemptible = (
+        args.command in _PREEMPTIBLE and threading.current_thread() is threading.main_thread()
+    )
+    previous = signal.signal(signal.SIGTERM, _preempted_early) if preemptible else None
+    try:
+        return _run_command(args)
+    finally:
+        if preemptible:  # in-process callers (tests, tools) get their handler back
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _run_command(args: argparse.Namespace) -> int:
     try:
         result: Any = args.handler(args)
     except TfshipError as err:

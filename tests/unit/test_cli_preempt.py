@@ -36,6 +36,14 @@ def test_sigterm_before_the_loop_exits_with_the_resumable_code(command, monkeypa
     assert "rerun the same command" in capsys.readouterr().err
 
 
+def test_the_previous_handler_is_back_after_the_command(monkeypatch):
+    args = cli.build_parser().parse_args(["train"])
+    monkeypatch.setattr(args, "handler", lambda a: None)
+    before = signal.getsignal(signal.SIGTERM)
+    cli._run(args)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_other_commands_keep_the_default_sigterm(monkeypatch):
     args = cli.build_parser().parse_args(["deploy"])
     seen = []
