@@ -21,10 +21,10 @@ from tfship.config.trust import CI_MARKERS
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 EXAMPLES = {
-    # example -> (model name, task, tf.Example APIs its export must have)
-    "fraud": ("fraud", "binary", {"classify", "regress"}),
-    "intent": ("intent", "classification", {"classify"}),
-    "regression": ("diabetes", "regression", {"regress"}),
+    # example -> (its config, model name, task, tf.Example APIs its export must have)
+    "fraud": ("examples/fraud/pipeline.yaml", "fraud", "binary", {"classify", "regress"}),
+    "intent": ("examples/intent/pipeline.yaml", "intent", "classification", {"classify"}),
+    "regression": ("examples/regression/pipeline.yaml", "diabetes", "regression", {"regress"}),
 }
 
 
@@ -51,7 +51,7 @@ def tfship_run(repo_root: Path, example: str, tmp: Path, server) -> dict:
         "serving.load_deadline_seconds": 120,
         "train.progress": "none",
     }
-    cmd = [sys.executable, "-m", "tfship", "run", "--config", f"examples/{example}/pipeline.yaml"]
+    cmd = [sys.executable, "-m", "tfship", "run", "--config", EXAMPLES[example][0]]
     cmd += ["--skip", "scan", "--run-dir", str(tmp / "run"), "--output", "json"]
     for key, value in sets.items():
         cmd += ["--set", f"{key}={value}"]
@@ -64,7 +64,7 @@ def tfship_run(repo_root: Path, example: str, tmp: Path, server) -> dict:
 def test_the_example_trains_passes_its_gate_deploys_and_serves_its_golden_answers(
     example, repo_root, server, tmp_path
 ):
-    model, task, methods = EXAMPLES[example]
+    _, model, task, methods = EXAMPLES[example]
     result = tfship_run(repo_root, example, tmp_path, server)
     assert [s["name"] for s in result["stages"]] == [
         "data",

@@ -80,13 +80,7 @@ def _example_bytes(cfg: DataConfig) -> int:
 
 
 def _check_total(n: int, cfg: DataConfig, where: Path) -> None:
-    total = n * _example_bytes(cfg)
-    if total > MAX_DATA_BYTES:
-        raise DataError(
-            f"{where}: {n} examples decode to {total} bytes of float32 pixels; expected at most "
-            f"{MAX_DATA_BYTES} (data is held in memory)",
-            hint="lower data.image_size, set data.limit, or train on a subset",
-        )
+    check_total(n * _example_bytes(cfg), where, f"{n} examples' decoded float32 pixels")
 
 
 def load_demo(cfg: DataConfig) -> LoadedData:

@@ -12,7 +12,6 @@ The fingerprint is computed over the returned arrays, so the same data gives the
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -24,7 +23,7 @@ from tfship.data.infer import resolve_schema
 from tfship.data.loaders import LoadedData
 from tfship.data.schema import Schema
 from tfship.errors import DataError
-from tfship.usercode import describe
+from tfship.usercode import describe, import_module
 
 log = logging.getLogger(__name__)
 
@@ -40,27 +39,7 @@ def _error(spec: str, what: str, hint: str) -> DataError:
 def resolve_loader(spec: str) -> Any:
     """The function named by 'module:function' (the config checked its form)."""
     module_name, _, func_name = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise _error(
-                spec,
-                f"module '{module_name}' not found. Received: {_detail(exc)}",
-                "install the package that provides it, or put its directory on PYTHONPATH",
-            ) from None
-        raise _error(
-            spec,
-            f"importing module '{module_name}' failed: it imports a missing module. "
-            f"Received: {_detail(exc)}",
-            f"install '{exc.name}' or remove that import from the loader's module",
-        ) from None
-    except (Exception, SystemExit) as exc:  # SyntaxError, sys.exit() at import ...
-        raise _error(
-            spec,
-            f"importing module '{module_name}' failed. Received: {_detail(exc)}",
-            f"run `python -c 'import {module_name}'` to see the error, and fix the module",
-        ) from None
+    module = import_module(module_name, lambda what, hint: _error(spec, what, hint), "the loader's")
     func = getattr(module, func_name, None)
     if not callable(func):
         raise _error(

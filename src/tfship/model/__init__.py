@@ -12,7 +12,6 @@ A compiled model is accepted (its compile settings are ignored, with a warning).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 import re
@@ -26,7 +25,7 @@ from tfship.config import ModelConfig
 from tfship.errors import ConfigError, ModelError
 from tfship.model.defaults import default_model, small_cnn
 from tfship.model.spec import SAMPLE_ROWS, ModelSpec
-from tfship.usercode import describe
+from tfship.usercode import describe, import_module
 
 __all__ = [
     "SAMPLE_ROWS",
@@ -69,34 +68,9 @@ def resolve_builder(spec: str) -> Callable[..., Any]:
             "module and a function name)",
         )
     module_name, _, func_name = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise _builder_error(
-                spec,
-                f"module '{module_name}' not found. Received: {_detail(exc)}",
-                "install the package that provides it, or put its directory on PYTHONPATH",
-            ) from None
-        raise _builder_error(
-            spec,
-            f"importing module '{module_name}' failed: it imports a missing module. "
-            f"Received: {_detail(exc)}",
-            f"install '{exc.name}' or remove that import from the builder's module",
-        ) from None
-    except SyntaxError as exc:
-        raise _builder_error(
-            spec,
-            f"module '{module_name}' has a syntax error at {exc.filename}:{exc.lineno}. "
-            f"Received: {_detail(exc)}",
-            "fix the builder's source file",
-        ) from None
-    except (Exception, SystemExit) as exc:  # RecursionError and sys.exit() at import included
-        raise _builder_error(
-            spec,
-            f"importing module '{module_name}' failed. Received: {_detail(exc)}",
-            "run `python -c 'import " + module_name + "'` to see the error, and fix the module",
-        ) from None
+    module = import_module(
+        module_name, lambda what, hint: _builder_error(spec, what, hint), "the builder's"
+    )
     try:
         func = getattr(module, func_name)
     except AttributeError:
@@ -299,8 +273,8 @@ def check_model(model: keras.Model, spec_name: str, spec: ModelSpec) -> None:
         got = "(None, " + ", ".join(map(str, values.shape[1:])) + ")"
         raise _builder_error(
             spec_name,
-            f"the model outputs shape {got}; expected (None, {width}): one logit per "
-            + ("class" if spec.task.type == "classification" else "output of the task"),
+            f"the model outputs shape {got}; expected (None, {width}): the {spec.task.type} "
+            f"task's output width for labels {list(spec.label_names)[:20]}",
             "end the model with spec.head() (or keras.layers.Dense(num_classes))",
         )
     bad = int(np.size(values) - np.isfinite(values).sum())
