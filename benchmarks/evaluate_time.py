@@ -61,11 +61,20 @@ def main() -> int:
 
     t0 = time.perf_counter()
     fn = tf.saved_model.load(str(model)).signatures["serving_default"]
-    acc = float((fn(pixels=tf.constant(x))["probabilities"].numpy().argmax(1) == y).mean())
+    probabilities = fn(pixels=tf.constant(x["pixels"]))["probabilities"].numpy()
+    acc = float((probabilities.argmax(1) == y).mean())
     baseline = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    ev = evaluate_saved_model(model, x, y, splits.class_names, latency_runs=args.latency_runs)
+    ev = evaluate_saved_model(
+        model,
+        x,
+        y,
+        task=cfg.task_obj,
+        label_names=splits.label_names,
+        schema=splits.schema,
+        latency_runs=args.latency_runs,
+    )
     total = time.perf_counter() - t0
     assert abs(ev.metrics["accuracy"] - acc) < 1e-9, "evaluate disagrees with the plain call"
 

@@ -17,7 +17,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -172,29 +172,61 @@ def _predict(path: Path, fn: Any, x: Mapping[str, np.ndarray], n: int) -> dict[s
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def _latency(fn: Any, x: Mapping[str, np.ndarray], n: int, runs: int) -> dict[str, dict]:
+def _latency(
+    models: Sequence[tuple[Any, Mapping[str, np.ndarray]]], n: int, runs: int
+) -> list[dict[str, dict[str, float]]]:
+    """Per model (signature, inputs): batch size -> p50/p95/mean ms over `runs` timed calls.
+
+    With a champion, the timed calls alternate between candidate and champion, call by call:
+    whatever else loads a shared CI runner (another job, a noisy neighbour, frequency scaling)
+    then falls on both alike, and the gate's latency change compares the models, not the
+    moments they happened to be measured in."""
     import tensorflow as tf
 
-    out: dict[str, dict[str, float]] = {}
+    out: list[dict[str, dict[str, float]]] = [{} for _ in models]
     for bs in LATENCY_BATCH_SIZES:
         # Real test rows, repeated when the test set is smaller than the batch.
         idx = np.arange(bs) % n
-        batch = {k: tf.constant(v) for k, v in _take(x, idx).items()}
-        for _ in range(3):  # warm-up: first calls trace and allocate
-            fn(**batch)
-        samples = []
+        batches = [{k: tf.constant(v) for k, v in _take(x, idx).items()} for _, x in models]
+        for (fn, _), batch in zip(models, batches, strict=True):
+            for _ in range(3):  # warm-up: first calls trace and allocate
+                fn(**batch)
+        samples: list[list[float]] = [[] for _ in models]
         for _ in range(runs):
-            t0 = time.perf_counter()
-            [v.numpy() for v in fn(**batch).values()]
-            samples.append((time.perf_counter() - t0) * 1000.0)
-        arr = np.asarray(samples)
-        out[str(bs)] = {
-            "p50": float(np.percentile(arr, 50)),
-            "p95": float(np.percentile(arr, 95)),
-            "mean": float(arr.mean()),
-            "runs": runs,
-        }
+            for (fn, _), batch, times in zip(models, batches, samples, strict=True):
+                t0 = time.perf_counter()
+                [v.numpy() for v in fn(**batch).values()]
+                times.append((time.perf_counter() - t0) * 1000.0)
+        for result, times in zip(out, samples, strict=True):
+            arr = np.asarray(times)
+            result[str(bs)] = {
+                "p50": float(np.percentile(arr, 50)),
+                "p95": float(np.percentile(arr, 95)),
+                "mean": float(arr.mean()),
+                "runs": runs,
+            }
     return out
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """A model scored on the test split, before its latency is measured."""
+
+    evaluation: ModelEvaluation
+    fn: Any
+    inputs: dict[str, Any]
+
+    def with_latency(self, latency: dict[str, dict[str, float]]) -> ModelEvaluation:
+        metrics = dict(self.evaluation.metrics)
+        metrics.update(
+            {
+                "p50_latency_ms": latency["1"]["p50"],
+                "p95_latency_ms": latency["1"]["p95"],
+                "p50_latency_ms_batch32": latency["32"]["p50"],
+                "p95_latency_ms_batch32": latency["32"]["p95"],
+            }
+        )
+        return replace(self.evaluation, metrics=metrics, latency_ms=latency)
 
 
 def evaluate_saved_model(
@@ -216,6 +248,31 @@ def evaluate_saved_model(
             from it by name. y_test: labels as `task.encode` returned them.
         slice_features: feature -> minimum examples for a slice to be gated.
     """
+    scored = _score(
+        path,
+        x_test,
+        y_test,
+        task=task,
+        label_names=label_names,
+        schema=schema,
+        slice_features=slice_features,
+        version=version,
+    )
+    [latency] = _latency([(scored.fn, scored.inputs)], len(y_test), latency_runs)
+    return scored.with_latency(latency)
+
+
+def _score(
+    path: str | Path,
+    x_test: Mapping[str, np.ndarray],
+    y_test: np.ndarray,
+    *,
+    task: Task,
+    label_names: Sequence[str],
+    schema: Schema | None,
+    slice_features: Mapping[str, int] | None,
+    version: int | None,
+) -> _Scored:
     from tfship.task import sliced_metrics
 
     path = Path(path)
@@ -228,16 +285,6 @@ def evaluate_saved_model(
     measured = task.measure(y_test, outputs, label_names)
     breakdown = task.breakdown(y_test, outputs, label_names)
     plots = [p.to_json() for p in task.report_plots(y_test, outputs, label_names)]
-    latency = _latency(fn, x, n, latency_runs)
-    metrics = dict(measured.values)
-    metrics.update(
-        {
-            "p50_latency_ms": latency["1"]["p50"],
-            "p95_latency_ms": latency["1"]["p95"],
-            "p50_latency_ms_batch32": latency["32"]["p50"],
-            "p95_latency_ms_batch32": latency["32"]["p95"],
-        }
-    )
     slices = {
         feature: sliced_metrics(
             task,
@@ -252,9 +299,11 @@ def evaluate_saved_model(
     }
     if version is None and path.name.isascii() and path.name.isdigit():
         version = int(path.name)
-    return ModelEvaluation(
-        str(path), version, metrics, dict(measured.notes), breakdown, latency, slices, plots
-    )
+    evaluation = ModelEvaluation(
+        str(path), version, dict(measured.values), dict(measured.notes), breakdown, {}, slices,
+        plots,
+    )  # fmt: skip
+    return _Scored(evaluation, fn, x)
 
 
 def _as_features(x: Any) -> dict[str, np.ndarray]:
@@ -303,28 +352,24 @@ def run_evaluate(
         slice_features.setdefault(sl.feature, sl.min_examples)
     # A slice on a feature the data lacks is a configuration error: say so before loading.
     check_slice_features(list(slice_features), x, schema)
-    kw = {
-        "task": task,
-        "label_names": names,
-        "schema": schema,
-        "latency_runs": cfg.gate.latency_runs,
-        "slice_features": slice_features,
-    }
+    kw = {"task": task, "label_names": names, "schema": schema, "slice_features": slice_features}
     incomparable = None
     # A champion from an object store is downloaded here and removed once scored.
     with tempfile.TemporaryDirectory(prefix="tfship-champion-") as scratch:
         lookup: ChampionLookup = resolve_champion(cfg, champion, scratch=Path(scratch))
-        cand = evaluate_saved_model(candidate_path, x, y, **kw)
-        champ = None
+        scored = [_score(candidate_path, x, y, version=None, **kw)]
         if lookup.champion is not None:
             try:
-                champ = evaluate_saved_model(
-                    lookup.champion.path, x, y, version=lookup.champion.version, **kw
+                scored.append(
+                    _score(lookup.champion.path, x, y, version=lookup.champion.version, **kw)
                 )
             except ModelError as exc:
                 # Another input contract or task: no like-for-like comparison exists, and the
                 # gate's change thresholds fail on it instead of being skipped.
                 incomparable = str(exc)
+        latencies = _latency([(s.fn, s.inputs) for s in scored], len(y), cfg.gate.latency_runs)
+        cand, *rest = [s.with_latency(lat) for s, lat in zip(scored, latencies, strict=True)]
+        champ = rest[0] if rest else None
     seconds = time.perf_counter() - t0
     champ_doc = None
     if lookup.champion is not None:

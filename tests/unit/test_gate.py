@@ -935,7 +935,7 @@ def test_evaluate_and_gate_compare_the_newest_export_with_the_stable_champion(ex
         overrides=[
             f"gate.champion_repository={repo}",
             "gate.latency_runs=5",
-            "gate.absolute={accuracy: {min: 0.0}, p95_latency_ms: {max: 10000}}",
+            "gate.absolute={accuracy: {min: 0.0}, p50_latency_ms: {max: 10000}}",
             "gate.change={loss: {max_regression: 100}}",
         ]
     )

@@ -69,6 +69,9 @@ class SliceGate(_Section):
     min_examples: int = Field(30, ge=1, le=10**9)
 
 
+MIN_RUNS_FOR_P95 = 20
+
+
 class GateConfig(_Section):
     """The evaluation gate: thresholds, champion and mode. No thresholds is an error, not a pass."""
 
@@ -99,6 +102,23 @@ class GateConfig(_Section):
         max_length=64,
         description="metrics per value of a categorical feature, with thresholds per slice",
     )
+
+    @model_validator(mode="after")
+    def _percentiles_need_enough_runs(self) -> GateConfig:
+        # The p95 of fewer than 20 calls is (close to) the slowest call: one hiccup of a shared
+        # runner decides the verdict, and a change threshold against the champion flaps.
+        gated = sorted(
+            name
+            for name in (*self.absolute, *self.change)
+            if name.startswith("p95_") and self.latency_runs < MIN_RUNS_FOR_P95
+        )
+        if gated:
+            raise ValueError(
+                f"gate on {', '.join(gated)} with latency_runs {self.latency_runs}: a 95th "
+                f"percentile needs at least {MIN_RUNS_FOR_P95} timed calls (below that it is "
+                f"the slowest call); raise gate.latency_runs or gate the p50"
+            )
+        return self
 
 
 class ServingEnvironment(_Section):
