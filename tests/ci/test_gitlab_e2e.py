@@ -184,6 +184,13 @@ def test_protected_branch_pipeline_trains_gates_deploys_staging_then_production_
     }
     assert all(len(v) == 1 for v in published.values()), published
     assert published[staging] == published[production], published
+    # provenance: the manifest names the image that trained the model, as ci/image-ref checked it
+    manifest = json.loads(
+        (
+            staging / "digits" / published[staging][0] / "assets.extra" / "tfship-manifest.json"
+        ).read_text()
+    )
+    assert manifest["image_digest"] == variables["TRAIN_IMAGE_REF"]
     deploy = json.loads(
         next(iter(_artifact(root, "promote-production", "runs/*/deploy.json"))).read_text()
     )

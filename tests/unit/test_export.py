@@ -25,6 +25,7 @@ from tfship.errors import DataError, ModelError
 from tfship.rundir import RunDir
 
 H, W, C, CLASSES = 8, 8, 1, 3
+DIGEST = "registry.example.invalid/team/train@sha256:" + "ab" * 32
 
 
 def tiny_model(seed: int = 0) -> keras.Model:
@@ -146,7 +147,7 @@ def test_the_manifest_has_every_documented_field_and_provenance(
 ) -> None:
     monkeypatch.setenv("CI_PIPELINE_ID", "4242")
     cfg = PipelineConfig.model_validate(
-        {"project": {"model_name": "tiny"}, "export": {"image_digest": "sha256:abc"}}
+        {"project": {"model_name": "tiny"}, "export": {"image_digest": DIGEST}}
     )
     m = manifest_of(export(tiny_model(), run_dir, cfg))
     doc = _doc_manifest_example(repo_root)
@@ -158,7 +159,7 @@ def test_the_manifest_has_every_documented_field_and_provenance(
     }
     assert m["task"]["type"] == "classification" and m["label_names"] == ["a", "b", "c"]
     assert m["ci"]["CI_PIPELINE_ID"] == "4242"
-    assert m["image_digest"] == "sha256:abc"
+    assert m["image_digest"] == DIGEST
     assert m["tensorflow"] == tf.__version__ and m["keras"] == keras.__version__
     assert m["config_sha256"] == cfg.fingerprint()
     assert m["data_fingerprint"] == "f" * 64

@@ -410,7 +410,12 @@ class ExportConfig(_Section):
         1e-4, gt=0, le=1.0, description="abs tolerance when replaying golden requests (<= 1)"
     )
     image_digest: str | None = Field(
-        None, max_length=256, description="training image digest, recorded in manifest"
+        None,
+        max_length=256,
+        # what ci/image-ref checks: the pipeline's training image by digest, never a tag
+        pattern=r"^([a-z0-9][a-z0-9._/:-]*@)?sha256:[0-9a-f]{64}$",
+        description="the training image, <repository>@sha256:<digest> or sha256:<digest>, "
+        "recorded in the manifest (the train job sets TFSHIP_EXPORT_IMAGE_DIGEST)",
     )
 
 
