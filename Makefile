@@ -51,8 +51,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not integration and not e2e" $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	PYTHON=$(BIN)/python ci/lint-python
 
 ## Offline lint of the CI files: GitLab/GitHub schemas, actionlint, zizmor, hadolint, shellcheck, yamllint.
 lint-ci: $(STAMP)

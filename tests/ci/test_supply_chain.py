@@ -155,6 +155,13 @@ def test_every_pip_install_in_the_pipelines_checks_hashes_or_builds_only_tfship(
             continue
         if "--require-hashes" in flat:
             continue
+        if path == "ci/install-deps" and flat.endswith('--no-deps "${tfship_args[@]}"'):
+            # where tfship comes from is decided above it: the checkout or a hashed wheel
+            text = (ROOT / path).read_text()
+            assert "tfship_args=(--no-build-isolation -e .)" in text
+            assert "tfship_args=(--require-hashes -r requirements-tfship.txt)" in text
+            assert text.count("tfship_args=(") == 3  # + the empty initial value
+            continue
         # tfship itself, from the checkout: nothing downloaded, nothing built in isolation
         assert "--no-deps" in flat and "--no-build-isolation" in flat, f"{path}: {flat}"
         assert re.search(r" (-e )?\.$", flat), f"{path}: {flat}"
