@@ -4,7 +4,7 @@ The project is the one tests/e2e/test_adopt.py builds (docs/adopt.md): the templ
 model module at the root, 300 8x8 PNGs in three class folders. Three figures:
 
 * the merge-request pipeline (unit-tests, config-scan, smoke-train, smoke-validate,
-  smoke-report posting to the notes stand-in): target <= 5 min on 2 cores;
+  smoke-report leaving the report artifact; no token): target <= 5 min on 2 cores;
 * the protected-branch pipeline (unit-tests, train, evaluate, validate, deploy-staging to the
   TF Serving stand-in with an S3 (moto) model repository), first deploy;
 * preemption: SIGTERM to `tfship train` inside the train job once a checkpoint is backed up,

@@ -33,6 +33,7 @@ COMMANDS: tuple[str, ...] = (
     "evaluate",
     "gate",
     "report",
+    "mr-reports",
     "scan",
     "validate",
     "publish",
@@ -98,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tfship {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for name in COMMANDS:
-        module = importlib.import_module(f"tfship.commands.{name}")
+        module = importlib.import_module(f"tfship.commands.{name.replace('-', '_')}")
         module.register(sub, common)
     return parser
 

@@ -17,7 +17,9 @@ from collections.abc import Mapping
 VARIABLES: dict[str, str] = {
     "CI": "any CI marker (also GITLAB_CI, GITHUB_ACTIONS, CI_JOB_ID, GITHUB_RUN_ID) makes "
     "verdict fields come only from the committed pipeline.yaml",
-    "CI_API_V4_URL": "GitLab CI: API root used by `tfship report --post`",
+    "CI_API_V4_URL": "GitLab CI: API root used by `tfship mr-reports` and `tfship report --post`",
+    "CI_COMMIT_REF_PROTECTED": "GitLab CI: 'true' on a protected ref; `tfship mr-reports` "
+    "refuses to run otherwise",
     "CI_COMMIT_REF_SLUG": "GitLab CI: branch part of the checkpoint backup prefix",
     "CI_JOB_ID": "GitLab CI: a CI marker (see CI)",
     "CI_JOB_MANUAL": "GitLab CI: 'true' in a manual job, which a person started (config "
@@ -27,6 +29,7 @@ VARIABLES: dict[str, str] = {
     "CI_PIPELINE_SOURCE": "GitLab CI: merge_request_event marks a pipeline that never deploys",
     "CI_PROJECT_DIR": "GitLab CI: the checkout; in CI pipeline.yaml must be committed there",
     "CI_PROJECT_ID": "GitLab CI: project of that merge request",
+    "CI_PROJECT_URL": "GitLab CI: links from `tfship mr-reports` notes to the job's artifacts",
     "GITHUB_ACTIONS": "GitHub Actions: a CI marker (see CI)",
     "GITHUB_ACTOR": "GitHub Actions: recorded as the approver of a gate override",
     "GITHUB_API_URL": "GitHub Actions: API root used by `tfship report --post`",
@@ -46,9 +49,12 @@ VARIABLES: dict[str, str] = {
     "GITLAB_USER_LOGIN": "GitLab CI: recorded as the approver of a gate override",
     "TFSHIP_CONFIG": "path of pipeline.yaml (default: ./pipeline.yaml when present)",
     "TFSHIP_GATE_OVERRIDE_REASON": "same as `--override-reason`: let a failed gate pass, recorded",
-    "TFSHIP_GITLAB_TOKEN": "secret: GitLab project access token (api scope, Reporter) for MR "
-    "notes; CI_JOB_TOKEN cannot write notes",
+    "TFSHIP_GITLAB_TOKEN": "secret: GitLab project access token (api scope, Reporter), a "
+    "PROTECTED variable, for `tfship mr-reports --post` (MR notes from a scheduled job); "
+    "CI_JOB_TOKEN cannot write notes",
     "TFSHIP_MODEL_SERVER": "tensorflow_model_server binary for `validate` and the test suite",
+    "TFSHIP_MR_REPORT_JOB": "the MR pipeline's job whose mr-report/ artifact `tfship "
+    "mr-reports` reads (default smoke-report)",
     "TFSHIP_OUTPUT": "default output format of every command: text | json",
     "TFSHIP_RUN_DIR": "run directory; overrides run.runs_dir/run.run_id",
     "TFSHIP_TEST_MODEL_REPOSITORY": "opt-in real_server tests: a model repository directory "

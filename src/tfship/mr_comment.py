@@ -13,6 +13,10 @@ user (GitLab: `GET /user`; GitHub: `GET /user`, or github-actions[bot] for the w
 GITHUB_TOKEN, which `GET /user` refuses): a note someone else wrote is never edited, marker or
 not. Posting never changes the gate's verdict or exit code: a missing token or an API error
 becomes a warning. The token is never logged.
+
+The GitLab template does not call this from merge-request pipelines any more (a token there is
+readable by every branch's code): tfship.mr_reports posts from a protected scheduled job, with
+this module's API calls and author check, a note rendered from the MR pipeline's data.
 """
 
 from __future__ import annotations

@@ -113,6 +113,27 @@ TABLE = [
         PROTECTED,
     ),
     (
+        "the MR-reports schedule (TFSHIP_MR_REPORTS) runs only the job that posts them",
+        "schedule",
+        "main",
+        {"TFSHIP_MR_REPORTS": "true"},
+        {"mr-reports"},
+    ),
+    (
+        "the MR-reports schedule off the default branch runs nothing",
+        "schedule",
+        "release/1.0",
+        {"TFSHIP_MR_REPORTS": "true", "CI_DEFAULT_BRANCH": "main"},
+        set(),
+    ),
+    (
+        "TFSHIP_MR_REPORTS on a merge request changes nothing (no token job there)",
+        "merge-request",
+        "main",
+        {"TFSHIP_MR_REPORTS": "true"},
+        CHECKS | SMOKE,
+    ),
+    (
         "schedule on an unprotected branch",
         None,
         "feature/x",

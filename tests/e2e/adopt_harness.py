@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -38,13 +39,17 @@ TEMPLATE_FILES = (
     ".gitlab-ci.yml",
     ".yamllint",
     ".hadolint.yaml",
+    "requirements.lock",
+    "requirements-cpu.lock",
+    "requirements-dev.lock",
+    "requirements-runtime-cpu.lock",
+    "requirements-serving-api.txt",
 )
 MODEL = "shapes"
 NOTES_TOKEN = "glpat-adopt-report-token"
 # Settings > CI/CD > Variables for every pipeline (docs/adopt.md, 5): tfship in the job image.
 PROJECT_VARIABLES = {
     "TFSHIP_SKIP_INSTALL": "true",
-    "LINT_DISABLED": "true",  # the lint job lints tfship's own layout (src tests benchmarks)
     "SMOKE_MAX_STEPS": "30",
     "SMOKE_DATA_LIMIT": "300",
 }
@@ -58,7 +63,7 @@ PROTECTED_RUNNER = {
     "TRAIN_IMAGE_REF": "registry.example.invalid/team/shapes/train@sha256:" + "0" * 64,
     "TFSHIP_TRAIN_MAX_STEPS": "40",
     "TFSHIP_TRAIN_EPOCHS": "3",
-    "TFSHIP_GATE_LATENCY_RUNS": "5",
+    "TFSHIP_GATE_LATENCY_RUNS": "20",  # the fewest a p95 gate accepts
 }
 PREEMPT_VARIABLES = {  # long enough to be preempted mid-way; a backup every second
     # the same pipeline and job on both attempts: GitLab's retry keeps both
@@ -291,14 +296,56 @@ def adopted_world(tmp: Path) -> Iterator[dict]:
             sync.stop()
 
 
+MR_PIPELINE_ID = 9101  # what GitLab would call the MR pipeline (and its report job) below
+MR_REPORT_JOB_ID = 70001
+REPORT_FILE = "mr-report/report.json"
+
+
 def mr_variables(world: dict) -> dict[str, str]:
+    """docs/adopt.md step 6: the MR pipeline gets NO token (TFSHIP_GITLAB_TOKEN is protected);
+    CI_API_V4_URL still points at the notes stand-in, so any call would be seen there."""
     return {
         **PROJECT_VARIABLES,
-        # docs/ci.md: masked, NOT protected (an MR pipeline never sees protected variables);
-        # a project access token with the Reporter role and the api scope
-        "TFSHIP_GITLAB_TOKEN": NOTES_TOKEN,
+        "CI_PIPELINE_ID": str(MR_PIPELINE_ID),
         # GitLab's own predefined value, pointed at the notes stand-in
         "CI_API_V4_URL": world["notes"].url,
+    }
+
+
+def serve_mr_pipeline(world: dict, sandbox: Path, iid: int = 1) -> dict[str, Any]:
+    """Play GitLab's side of an MR pipeline that ran in `sandbox`: MR !iid is open, its latest
+    pipeline is MR_PIPELINE_ID at the commit gitlab-ci-local ran, and its `smoke-report` job
+    (MR_REPORT_JOB_ID) has the artifact files that job left. The stand-in serves them through
+    the API `tfship mr-reports` reads; what the files say is the job's own output."""
+    sha = subprocess.run(
+        ["git", "-C", str(sandbox), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    report = artifacts(sandbox, "smoke-report", REPORT_FILE)
+    if not report:
+        raise AssertionError(f"smoke-report left no {REPORT_FILE}")
+    world["notes"].add_merge_request(
+        iid,
+        project=1000,
+        pipeline_id=MR_PIPELINE_ID,
+        sha=sha,
+        job_id=MR_REPORT_JOB_ID,
+        files={REPORT_FILE: report[-1].read_bytes()},
+    )
+    return {"sha": sha, "report": report[-1]}
+
+
+def mr_reports_schedule_variables(world: dict) -> dict[str, str]:
+    """docs/adopt.md step 6: the schedule on main (TFSHIP_MR_REPORTS=true) and the PROTECTED
+    project access token, which only this protected pipeline receives."""
+    return {
+        **PROJECT_VARIABLES,
+        "CI_COMMIT_BRANCH": "main",
+        "CI_COMMIT_REF_NAME": "main",
+        "TFSHIP_MR_REPORTS": "true",
+        "TFSHIP_GITLAB_TOKEN": NOTES_TOKEN,
+        "CI_API_V4_URL": world["notes"].url,
+        "CI_PROJECT_ID": "1000",
+        "CI_PROJECT_URL": "https://gitlab.example.invalid/team/shapes",
     }
 
 

@@ -5,7 +5,9 @@ team's model module at its root (team_model.py), its own committed data (300 8x8
 folders) and its pipeline.yaml; then its own copy of ci/gitlab-local (gitlab-ci-local, shell
 executor) with only the variables docs/ci.md documents:
 
-1. the merge-request pipeline posts the report to a stand-in of GitLab's notes API;
+1. the merge-request pipeline runs with NO token and posts nothing; a scheduled pipeline on
+   main (TFSHIP_MR_REPORTS=true, the protected token) then posts exactly one note to a stand-in
+   of GitLab's API, rendered from that MR pipeline's report artifact;
 2. the protected-branch pipeline, twice, against the TF Serving stand-in and moto (S3) as the
    model repository and checkpoint backup: the first deploys staging (labels change on the
    server), the second's gate compares with that champion;
@@ -15,7 +17,9 @@ executor) with only the variables docs/ci.md documents:
 What is not real: the executor is the shell (the job images are not pulled: tfship comes from
 this venv with TFSHIP_SKIP_INSTALL=true, as from a CI image with tfship installed), GitLab's
 protected/masked variable handling (the test passes only what GitLab would pass each
-pipeline), and the three stand-ins (notes API, TF Serving, S3), each named as such.
+pipeline), GitLab's side of the MR pipeline (the stand-in serves the artifact files the
+smoke-report job left, under the pipeline and job ids the harness gave it), and the three
+stand-ins (notes API, TF Serving, S3), each named as such.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import pytest
 
 from tests.e2e import adopt_harness as h
 from tests.e2e.adopt_harness import MODEL
+from tfship.report import HEADLINES, MARKER
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -56,10 +61,6 @@ def _json(paths: list[Path]) -> dict:
     return json.loads(paths[-1].read_text())
 
 
-def _without_images(markdown: str) -> list[str]:
-    return [line for line in markdown.splitlines() if "![" not in line]
-
-
 def _label_version(world: dict, label: str) -> int | None:
     url = f"{world['server'].rest_url}/v1/models/{MODEL}/labels/{label}/metadata"
     try:
@@ -73,25 +74,54 @@ def test_the_copy_list_in_docs_ci_md_is_what_the_team_copies() -> None:
     assert h.documented_copy_list() == set(h.TEMPLATE_FILES)
 
 
-def test_merge_request_pipeline_posts_the_report_to_the_merge_request(world: dict) -> None:
+def test_merge_request_pipeline_holds_no_token_and_posts_nothing(world: dict) -> None:
     sandbox = world["sandbox"] / "mr"
     variables = h.mr_variables(world)
+    assert "TFSHIP_GITLAB_TOKEN" not in variables  # protected: never in an MR pipeline
     started = time.monotonic()
     log = _ok(h.run_pipeline(world["project"], sandbox, "merge-request", variables))
     world["mr_seconds"] = time.monotonic() - started
+    # lint too: ruff on the team's own files with its settings, ci/lint on its GitLab files
     assert h.summary(log, "PASS") == {
-        "unit-tests", "config-scan", "smoke-train", "smoke-validate", "smoke-report",
+        "lint", "unit-tests", "config-scan", "smoke-train", "smoke-validate", "smoke-report",
     }  # fmt: skip
     assert not h.summary(log, "FAIL")
     train = _json(h.artifacts(sandbox, "smoke-train", "runs/*/train.json"))
     assert train["replicas"] == 2
-    report = h.artifacts(sandbox, "smoke-report", "runs/*/evaluation/report.md")
-    notes = [n for n in world["notes"].notes if n.iid == 1]
+    # nothing reached the API: no note, no upload, no call at all
+    assert world["notes"].requests == [] and not world["notes"].notes
+    # the report as data for the scheduled job, and for people (the exposed artifact)
+    data = _json(h.artifacts(sandbox, "smoke-report", h.REPORT_FILE))
+    assert data["merge_request_iid"] == 1 and data["pipeline_id"] == h.MR_PIPELINE_ID
+    assert h.artifacts(sandbox, "smoke-report", "mr-report/report.md")
+    world["mr_pipeline"] = h.serve_mr_pipeline(world, sandbox)
+
+
+def test_a_scheduled_pipeline_on_main_posts_one_note_from_that_mr_pipeline(world: dict) -> None:
+    if "mr_pipeline" not in world:
+        pytest.skip("the merge-request pipeline did not run")
+    sandbox = world["sandbox"] / "mr-reports"
+    started = time.monotonic()
+    log = _ok(
+        h.run_pipeline(
+            world["project"], sandbox, "schedule", h.mr_reports_schedule_variables(world)
+        )
+    )
+    world["mr_reports_seconds"] = time.monotonic() - started
+    assert h.summary(log, "PASS") == {"mr-reports"}, log[-4000:]
+    notes = world["notes"].notes_on("1000", 1)
     assert len(notes) == 1, world["notes"].requests
-    # the note is the report, line for line; its plots became uploads
-    body, text = notes[0].body, report[-1].read_text()
-    assert _without_images(body) == _without_images(text)
-    assert world["notes"].uploads or "![" not in text
+    body, data = notes[0].body, json.loads(world["mr_pipeline"]["report"].read_text())
+    assert body.startswith(MARKER)
+    assert f"pipeline={h.MR_PIPELINE_ID} job={h.MR_REPORT_JOB_ID}" in body
+    assert "evaluation of !1" in body and HEADLINES[data["verdict"]] in body
+    assert data["checks"], data
+    for check in data["checks"]:
+        name = f"by {check['feature']} (slice)" if check["feature"] else f"({check['kind']})"
+        assert f"| {check['metric']} {name} |" in body, body
+    # plots are links to the job's artifacts, never uploads of files a branch made
+    assert not world["notes"].uploads and "![" not in body
+    assert "/-/jobs/70001/artifacts/browse/mr-report/" in body
     assert all(auth == "private" for *_, auth in world["notes"].requests)
     # the stand-in checks the token, as GitLab does: another one is refused
     wrong = urllib.request.Request(
@@ -113,8 +143,9 @@ def _protected_run(world: dict, name: str) -> tuple[Path, str]:
     world[f"{name}_seconds"] = time.monotonic() - started
     log = _ok(proc)
     passed = h.summary(log, "PASS")
-    # the checks (unit-tests: the team's own tests) run on protected pipelines too
-    assert passed == {"unit-tests", "train", "evaluate", "validate", "deploy-staging"}, log[-4000:]
+    # the checks (lint, and unit-tests: the team's own tests) run on protected pipelines too
+    expected = {"lint", "unit-tests", "train", "evaluate", "validate", "deploy-staging"}
+    assert passed == expected, log[-4000:]
     return sandbox, log
 
 

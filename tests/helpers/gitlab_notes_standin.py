@@ -9,6 +9,15 @@ It is not GitLab: it implements exactly the calls `tfship report --post` makes
 * `PUT  /api/v4/projects/:id/merge_requests/:iid/notes/:note_id` `{"body"}` -> the note
 * `POST /api/v4/projects/:id/uploads` (multipart `file`) -> `{"markdown": "![name](/uploads/..)"}`
 
+and what `tfship mr-reports --post` reads (tfship.mr_reports), from `add_merge_request`:
+
+* `GET  /api/v4/projects/:id/merge_requests?state=opened` -> the open merge requests (paged)
+* `GET  /api/v4/projects/:id/merge_requests/:iid/pipelines` -> its pipelines, newest first
+* `GET  /api/v4/projects/:id/pipelines/:pipeline_id/jobs` -> the pipeline's jobs (paged)
+* `GET  /api/v4/projects/:id/jobs/:job_id/artifacts/*path` -> the file's bytes, 404 when absent;
+  with `redirect_artifacts`, a 302 to `/storage/...` on this server, which (like a pre-signed
+  object-store URL) takes no token and records the headers it got in `.storage_headers`
+
 Every call must carry `PRIVATE-TOKEN` (or `JOB-TOKEN`) equal to one of the tokens it was
 started with, else 401 `{"message": "401 Unauthorized"}` as GitLab answers; a `JOB-TOKEN` may
 read but not write notes (GitLab's job token has no notes permission: 403). What was posted
@@ -26,6 +35,11 @@ from typing import Any
 
 NOTES = re.compile(r"/api/v4/projects/([^/]+)/merge_requests/(\d+)/notes(?:/(\d+))?")
 UPLOADS = re.compile(r"/api/v4/projects/([^/]+)/uploads")
+MRS = re.compile(r"/api/v4/projects/([^/]+)/merge_requests")
+MR_PIPELINES = re.compile(r"/api/v4/projects/([^/]+)/merge_requests/(\d+)/pipelines")
+PIPELINE_JOBS = re.compile(r"/api/v4/projects/([^/]+)/pipelines/(\d+)/jobs")
+ARTIFACT = re.compile(r"/api/v4/projects/([^/]+)/jobs/(\d+)/artifacts/(.+)")
+STORAGE = re.compile(r"/storage/(\d+)/(.+)")
 BOT_USER = {"id": 4242, "username": "project_1000_bot_report", "bot": True}
 
 
@@ -52,7 +66,43 @@ class NotesStandin:
     requests: list[tuple[str, str, str]] = field(default_factory=list)  # method, path, auth kind
     uploads: list[str] = field(default_factory=list)
     url: str = ""  # http://127.0.0.1:<port>/api/v4, set once started
+    # tfship mr-reports: open MRs, their pipelines (newest first), jobs, artifact files
+    merge_requests: list[dict[str, Any]] = field(default_factory=list)
+    pipelines: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # by MR iid
+    jobs: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # by pipeline id
+    artifacts: dict[tuple[int, str], bytes] = field(default_factory=dict)  # (job id, path)
+    redirect_artifacts: bool = False
+    storage_headers: list[dict[str, str]] = field(default_factory=list)
+    fail: dict[str, int] = field(default_factory=dict)  # path regex -> HTTP status to answer
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_merge_request(
+        self,
+        iid: int,
+        *,
+        project: int = 1000,
+        pipeline_id: int,
+        sha: str,
+        job_id: int,
+        files: dict[str, bytes] | None = None,
+        job_name: str = "smoke-report",
+        job_status: str = "success",
+        pipeline_project: int | None = None,
+    ) -> None:
+        """An open MR whose latest pipeline has one report job with these artifact files."""
+        with self._lock:
+            if not any(m["iid"] == iid for m in self.merge_requests):
+                self.merge_requests.append({"iid": iid, "project_id": project, "state": "opened"})
+            pipeline = {
+                "id": pipeline_id, "iid": pipeline_id, "project_id": pipeline_project or project,
+                "sha": sha, "ref": f"refs/merge-requests/{iid}/head", "status": "success",
+                "source": "merge_request_event",
+            }  # fmt: skip
+            self.pipelines.setdefault(iid, []).insert(0, pipeline)
+            job = {"id": job_id, "name": job_name, "status": job_status, "stage": "evaluate"}
+            self.jobs.setdefault(pipeline_id, []).append(job)
+            for path, data in (files or {}).items():
+                self.artifacts[(job_id, path)] = data
 
     def notes_on(self, project: str, iid: int) -> list[Note]:
         with self._lock:
@@ -83,6 +133,45 @@ class _Handler(BaseHTTPRequestHandler):
             return "job"
         return None
 
+    def _raw(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _reports_api(self, path: str) -> bool:
+        """The read-only endpoints of `tfship mr-reports`; True when answered."""
+        st = self.state
+        if m := ARTIFACT.fullmatch(path):
+            data = st.artifacts.get((int(m.group(2)), m.group(3)))
+            if data is None:
+                self._reply(404, {"message": "404 Not Found"})
+            elif st.redirect_artifacts:
+                self._raw(
+                    302,
+                    b"",
+                    {"Location": f"{st.url[: -len('/api/v4')]}/storage/{m.group(2)}/{m.group(3)}"},
+                )
+            else:
+                self._raw(200, data)
+            return True
+        if m := MR_PIPELINES.fullmatch(path):
+            self._reply(200, st.pipelines.get(int(m.group(2)), []), {"X-Next-Page": ""})
+            return True
+        if m := PIPELINE_JOBS.fullmatch(path):
+            self._reply(200, st.jobs.get(int(m.group(2)), []), {"X-Next-Page": ""})
+            return True
+        if MRS.fullmatch(path):
+            query = self.path.split("?", 1)[1] if "?" in self.path else ""
+            opened = [m for m in st.merge_requests if "state=opened" not in query
+                      or m["state"] == "opened"]  # fmt: skip
+            self._reply(200, opened, {"X-Next-Page": ""})
+            return True
+        return False
+
     def _body(self) -> bytes:
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
@@ -92,6 +181,14 @@ class _Handler(BaseHTTPRequestHandler):
         with self.state._lock:
             self.state.requests.append((self.command, path, auth or "none"))
         body = self._body() if self.command in ("POST", "PUT") else b""
+        if m := STORAGE.fullmatch(path):  # pre-signed object storage: no token, none wanted
+            with self.state._lock:
+                self.state.storage_headers.append(dict(self.headers.items()))
+            data = self.state.artifacts.get((int(m.group(1)), m.group(2)))
+            return self._raw(200, data) if data is not None else self._reply(404, {})
+        for pattern, status in self.state.fail.items():
+            if re.fullmatch(pattern, path):
+                return self._reply(status, {"message": f"{status} injected"})
         if auth is None:
             return self._reply(401, {"message": "401 Unauthorized"})
         if self.command == "GET" and path == "/api/v4/user":
@@ -105,6 +202,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.state.uploads.append(alt)
                 n = len(self.state.uploads)
             return self._reply(201, {"markdown": f"![{alt}](/uploads/{n:032x}/{alt})"})
+        if self.command == "GET" and self._reports_api(path):
+            return None
         match = NOTES.fullmatch(path)
         if not match:
             return self._reply(404, {"message": "404 Not Found"})

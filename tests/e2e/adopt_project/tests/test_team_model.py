@@ -1,6 +1,7 @@
 """The team's own unit test, run by the template's unit-tests job."""
 
 import numpy as np
+
 import team_model
 
 
