@@ -117,7 +117,10 @@ def test_scan_and_train_take_the_digest_build_image_pushed(config: dict) -> None
     assert scan[0] == "ci/image-ref" and '"$TRAIN_IMAGE_REF"' in scan[-1]
     assert config["train"]["image"]["name"] == "$TRAIN_IMAGE_REF"
     # unconditionally, and with no tag to fall back to
-    assert config["train"]["script"][1] == "ci/image-ref"
+    # (and what it printed becomes the manifest's image_digest; an assignment, so a failing
+    # check fails the script under `set -e`, which `export X="$(...)"` would not)
+    assert config["train"]["script"][1] == 'image_ref="$(ci/image-ref)"'
+    assert config["train"]["script"][2] == 'export TFSHIP_EXPORT_IMAGE_DIGEST="$image_ref"'
     assert _gitlab("variables.yml")["variables"]["TRAIN_IMAGE_REF"] == ""
     for job in ("scan-image", "train"):
         assert "build-image" in {n["job"] for n in config[job]["needs"]}
