@@ -1,0 +1,335 @@
+"""The streaming input pipeline: listing -> (shard) -> seeded file order -> parallel interleave
+-> (hash split) -> batch -> parse in the graph -> prefetch.
+
+    src = StreamSource.open("s3://bucket/train-*.tfrecord.gz", schema, StreamOptions(...))
+    ds = src.dataset(global_batch=256, input_context=ctx, epochs=None, split="train")
+    with src.named_errors():
+        for x, y in ds: ...
+
+Peak memory is the pipeline's buffers (interleave cycle, shuffle buffer, prefetch) plus, for
+S3, the staging cache's `stage_max_bytes` on local disk — not the data set's size.
+
+Bad input (`on_error`):
+- `fail` (default): the first corrupt shard (DataLossError: truncated/corrupted record) or
+  record that does not parse against the schema stops the pipeline. TF's message does not name
+  the shard; `named_errors()` / `explain()` re-reads shard by shard (only on that failure path)
+  and raises DataError (exit 4) naming the shard and what was wrong.
+- `skip`: records that do not parse are dropped and counted (`skipped()`), each shard read with
+  per-record parsing (slower than the batch parse of `fail`); more than `max_bad_records`
+  raises. A corrupt shard's remaining records after the corruption cannot be read and are lost
+  without being counted (TF logs the error).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from tfship.data.schema import Schema
+from tfship.data.stream import readers
+from tfship.data.stream.badinput import BadInput
+from tfship.data.stream.locations import Shard, list_location, parse_location
+from tfship.data.stream.sharding import ShardDecision, decide, set_policy, shard_files
+from tfship.data.stream.split import HashSplit, SplitLocations
+from tfship.data.stream.staging import Stager
+from tfship.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """Typed options of the streaming path (config can map `data.*` onto these later)."""
+
+    format: str | None = None  # tfrecord | csv | parquet; None: from the shards' suffixes
+    compression: str | None = "auto"  # "auto" (.gz = GZIP), None, "GZIP", "ZLIB"
+    label: readers.LabelSpec | None = None  # default: LabelSpec(schema.label, "int64")
+    image_encoding: Literal["encoded", "raw"] = "encoded"
+    seed: int = 0
+    shuffle_files: bool = True
+    shuffle_buffer: int = 0  # examples shuffled after interleave; 0: file order + interleave only
+    cycle_length: int = 16  # shards read at once
+    block_length: int = 1
+    drop_remainder: bool = False
+    on_error: Literal["fail", "skip"] = "fail"
+    max_bad_records: int = 0
+    hash_split: HashSplit | None = None
+    split_locations: SplitLocations | None = None
+    s3_endpoint_url: str | None = None
+    stage_dir: Path | None = None
+    stage_max_bytes: int = 2 << 30
+    stage_workers: int = 8
+
+
+@dataclass
+class StreamSource(BadInput):
+    location: str
+    schema: Schema
+    options: StreamOptions
+    shards: tuple[Shard, ...]
+    format: str
+    compression: str | None
+    label: readers.LabelSpec
+    csv: readers.CsvLayout | None = None
+    stager: Stager | None = None
+    last_decision: ShardDecision | None = None
+    _counters: Any = field(default=None, repr=False)
+
+    # --- construction ------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        location: str,
+        schema: Schema,
+        options: StreamOptions | None = None,
+        *,
+        split: str | None = None,
+    ) -> StreamSource:
+        opts = options or StreamOptions()
+        if opts.split_locations is not None and split is not None:
+            location = opts.split_locations.location(split)
+        shards = list_location(location, s3_endpoint_url=opts.s3_endpoint_url)
+        fmt, comp = readers.detect_format([s.rel for s in shards], opts.format)
+        if opts.compression != "auto":
+            comp = opts.compression
+        label = opts.label or readers.LabelSpec(schema.label)
+        src = cls(location, schema, opts, shards, fmt, comp, label)
+        if parse_location(location).needs_staging:
+            floor = (3 * opts.cycle_length + 2) * max(s.size for s in shards)
+            if opts.stage_max_bytes < floor:
+                log.warning(
+                    "stage_max_bytes %d is below (3 x cycle_length + 2) x the largest shard; "
+                    "using %d so the interleave can always get its next shard",
+                    opts.stage_max_bytes,
+                    floor,
+                )
+            src.stager = Stager(
+                opts.stage_dir,
+                max(opts.stage_max_bytes, floor),
+                opts.stage_workers,
+                endpoint_url=opts.s3_endpoint_url,
+            )
+        if fmt == "csv":
+            first = src.local_copy(shards[0])
+            src.csv = readers.csv_layout(
+                readers.read_header(first, comp), schema, label, shards[0].path
+            )
+        return src
+
+    def local_copy(self, shard: Shard) -> str:
+        """A path TF can open: the shard itself, or (S3) a staged copy."""
+        if self.stager is None:
+            return shard.path
+        return str(self.stager.fetch(shard))
+
+    # --- per-format pieces ---------------------------------------------------------------
+
+    def raw_fn(self) -> Any:
+        if self.format == "tfrecord":
+            return readers.tfrecord_raw(self.compression)
+        if self.format == "csv":
+            return readers.csv_raw(self.compression)
+        raise DataError("Parquet shards have no raw record form")
+
+    def _streamed_raw(self) -> Any:
+        """raw_fn, plus (S3) an empty tail that releases the staged shard once it is read."""
+        import tensorflow as tf
+
+        raw = self.raw_fn()
+        if self.stager is None:
+            return raw
+        stager = self.stager
+
+        def release(path: Any) -> Any:
+            stager.release(path.numpy())
+            return path
+
+        def per_file(path: Any) -> Any:
+            tail = (
+                tf.data.Dataset.from_tensors(path)
+                .map(lambda p: tf.py_function(release, [p], tf.string))
+                .filter(lambda _: False)
+            )
+            return raw(path).concatenate(tail)
+
+        return per_file
+
+    def parse_fn(self) -> Any:
+        if self.format == "tfrecord":
+            return readers.tfrecord_parse(self.schema, self.label, self.options.image_encoding)
+        assert self.csv is not None
+        return readers.csv_parse(self.csv, self.schema, self.label)
+
+    def key_fn(self) -> Any:
+        """Raw batch -> the hash-split key of each record (parses only the key)."""
+        import tensorflow as tf
+
+        split = self.options.hash_split
+        assert split is not None
+        dtype = tf.string
+        f = next((f for f in self.schema.features if f.name == split.key), None)
+        if f is not None and f.dtype == "int64":
+            dtype = tf.int64
+        if self.format == "tfrecord":
+            spec = {split.key: tf.io.FixedLenFeature([], dtype)}
+            return lambda raw: tf.io.parse_example(raw, spec)[split.key]
+        assert self.csv is not None
+        if split.key not in self.csv.header:
+            raise DataError(f"hash split key {split.key!r} is not a CSV column")
+        col = self.csv.header.index(split.key)
+        default = [tf.constant([-1 if dtype == tf.int64 else ""], dtype)]
+        return lambda raw: tf.io.decode_csv(raw, default, select_cols=[col])[0]
+
+    # --- the dataset ------------------------------------------------------------------------
+
+    def file_order(self, shards: Sequence[Shard], epoch: int) -> list[Shard]:
+        """The epoch's shard order: a seeded permutation (the same on every run)."""
+        import numpy as np
+
+        if not self.options.shuffle_files:
+            return list(shards)
+        perm = np.random.default_rng([self.options.seed, epoch]).permutation(len(shards))
+        return [shards[i] for i in perm]
+
+    def dataset(
+        self,
+        global_batch: int,
+        *,
+        input_context: Any = None,
+        epochs: int | None = 1,
+        split: str | None = None,
+    ) -> Any:
+        """Batches of (features dict, label). `input_context` (tf.distribute.InputContext):
+        this pipeline's FILE or DATA shard, and the per-replica batch."""
+        import tensorflow as tf
+
+        opts = self.options
+        autotune = tf.data.AUTOTUNE
+        pipelines, index, batch = 1, 0, global_batch
+        if input_context is not None:
+            pipelines = input_context.num_input_pipelines
+            index = input_context.input_pipeline_id
+            batch = input_context.get_per_replica_batch_size(global_batch)
+        decision = decide(len(self.shards), pipelines)
+        self.last_decision = decision
+        shards = shard_files(list(self.shards), decision, index)
+
+        files = self._files_dataset(shards, epochs)
+        if self.format == "parquet":
+            ds = self._parquet(files, batch)
+            if decision.policy == "DATA":
+                ds = ds.unbatch().shard(pipelines, index).batch(batch)
+        else:
+            per_file = self._per_file_skip() if opts.on_error == "skip" else self._streamed_raw()
+            ds = files.interleave(
+                per_file,
+                cycle_length=opts.cycle_length,
+                block_length=opts.block_length,
+                num_parallel_calls=autotune,
+                deterministic=True,
+            )
+            if opts.on_error == "skip":
+                ds = ds.map(self._check_skipped)
+            if decision.policy == "DATA":
+                ds = ds.shard(pipelines, index)
+        if opts.shuffle_buffer:
+            if self.format == "parquet":
+                ds = ds.unbatch()
+            ds = ds.shuffle(opts.shuffle_buffer, seed=opts.seed)
+            if self.format == "parquet":
+                ds = ds.batch(batch)
+        if self.format != "parquet":
+            if opts.on_error == "skip":
+                split_here = bool(opts.hash_split and split)
+                ds = ds.batch(batch, drop_remainder=opts.drop_remainder and not split_here)
+                if split_here:
+                    assert split is not None
+                    ds = ds.map(
+                        self._split_parsed(split), num_parallel_calls=autotune, deterministic=True
+                    )
+                    ds = ds.rebatch(batch, drop_remainder=opts.drop_remainder)
+            else:
+                ds = ds.batch(batch, drop_remainder=opts.drop_remainder and not opts.hash_split)
+                if opts.hash_split and split:
+                    key = self.key_fn()
+                    hs = opts.hash_split
+                    ds = ds.map(
+                        lambda raw: tf.boolean_mask(raw, hs.mask(key(raw), split)),
+                        num_parallel_calls=autotune,
+                        deterministic=True,
+                    )
+                    ds = ds.rebatch(batch, drop_remainder=opts.drop_remainder)
+                ds = ds.map(self.parse_fn(), num_parallel_calls=autotune, deterministic=True)
+        elif opts.hash_split and split:
+            ds = ds.map(self._split_parsed(split), num_parallel_calls=autotune, deterministic=True)
+            ds = ds.rebatch(batch, drop_remainder=opts.drop_remainder)
+        ds = ds.prefetch(autotune)
+        # Sharded by hand above; TF must not shard again.
+        return set_policy(ds, "OFF" if input_context is not None else decision.policy)
+
+    def _split_parsed(self, split: str) -> Any:
+        import tensorflow as tf
+
+        hs = self.options.hash_split
+        assert hs is not None
+
+        def keep(x: dict, y: Any) -> Any:
+            m = hs.mask(x[hs.key], split)
+            return {k: tf.boolean_mask(v, m) for k, v in x.items()}, tf.boolean_mask(y, m)
+
+        return keep
+
+    def _files_dataset(self, shards: list[Shard], epochs: int | None) -> Any:
+        import tensorflow as tf
+
+        if not shards:
+            return tf.data.Dataset.from_tensor_slices(tf.constant([], tf.string))
+        if self.stager is None:
+            ds = tf.data.Dataset.from_tensor_slices([s.path for s in shards])
+            if self.options.shuffle_files:
+                ds = ds.shuffle(len(shards), seed=self.options.seed, reshuffle_each_iteration=True)
+            return ds.repeat(epochs) if epochs != 1 else ds
+        stager = self.stager
+
+        def staged() -> Iterator[str]:
+            epoch = 0
+            while epochs is None or epoch < epochs:
+                yield from stager.paths(self.file_order(shards, epoch))
+                epoch += 1
+
+        return tf.data.Dataset.from_generator(staged, output_signature=tf.TensorSpec([], tf.string))
+
+    def _parquet(self, files: Any, batch: int) -> Any:
+        import tensorflow as tf
+
+        sig = readers.parquet_signature(self.schema, self.label)
+        schema, label, stager = self.schema, self.label, self.stager
+
+        def one(path: Any) -> Any:
+            @tf.autograph.experimental.do_not_convert
+            def gen(p: bytes) -> Iterator[Any]:
+                yield from readers.parquet_batches(p.decode(), schema, label, batch)
+                if stager is not None:
+                    stager.release(p)
+
+            return tf.data.Dataset.from_generator(gen, args=(path,), output_signature=sig)
+
+        ds = files.interleave(
+            one,
+            cycle_length=self.options.cycle_length,
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        return ds.rebatch(batch, drop_remainder=self.options.drop_remainder)
+
+    def close(self) -> None:
+        if self.stager is not None:
+            self.stager.cleanup()
+            self.stager.close()
+
+    def with_options(self, **changes: Any) -> StreamSource:
+        return StreamSource.open(self.location, self.schema, replace(self.options, **changes))
