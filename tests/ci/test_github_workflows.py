@@ -36,7 +36,8 @@ def runs_for(doc: dict, event: str, branch: str | None) -> bool:
         return any(fnmatch.fnmatch(branch, p) for p in spec["branches"])
     if "branches-ignore" in spec:
         return not any(fnmatch.fnmatch(branch, p) for p in spec["branches-ignore"])
-    return True
+    # GitHub: a push filter with only `tags` (release.yml) never runs for a branch push
+    return not ("tags" in spec or "tags-ignore" in spec)
 
 
 _TOKEN = re.compile(
@@ -167,7 +168,7 @@ def pipeline(
     return jobs
 
 
-CHECKS = {"checks/lint", "checks/unit-tests"}
+CHECKS = {"checks/lint", "checks/unit-tests", "checks/config-scan"}
 SMOKE = {"smoke/smoke-train", "smoke/smoke-validate", "smoke/smoke-report"}
 TRAIN = {"train/build-image", "train/scan-image", "train/train", "train/evaluate", "train/validate"}
 
@@ -289,7 +290,12 @@ def test_pull_requests_never_reach_a_gpu_runner_an_environment_or_a_secret() -> 
         assert "secrets." not in yaml.safe_dump(job), f"{name} reads a secret"
         assert job.get("permissions", {}).get("packages") in (None, "read"), name
     for path in (WORKFLOWS / "ci.yml", WORKFLOWS / "_checks.yml", WORKFLOWS / "_smoke.yml"):
-        assert "secrets" not in path.read_text().replace("no secrets", ""), path.name
+        # the `secrets` context or keyword in any form (`secrets.X`, `secrets[...]`,
+        # `secrets: inherit`); the secret scan's report name (`--name secrets`) is no context
+        assert not SECRETS_CONTEXT.search(path.read_text()), path.name
+
+
+SECRETS_CONTEXT = re.compile(r"\bsecrets(?:\.|\[|\s*:)")
 
 
 def test_only_deploy_jobs_hold_an_environment_and_production_needs_a_person() -> None:
@@ -299,7 +305,16 @@ def test_only_deploy_jobs_hold_an_environment_and_production_needs_a_person() ->
         for name, job in pipeline(event, "main").items()
         if "environment" in job
     }
-    assert set(environments) == {"train:deploy-staging/deploy", "deploy:deploy/deploy"}
+    assert set(environments) == {
+        "train:deploy-staging/deploy",
+        "deploy:deploy/deploy",
+        "train:train/train",  # the backup store's credentials, protected branches only
+        "train:train/evaluate",  # read access to the champion's repository, the same
+    }
+    assert environments["train:train/train"] == "training"
+    assert environments["train:train/evaluate"] == "training"
+    # a schedule's data check reads the champion's manifest with the same credentials
+    assert load(WORKFLOWS / "_data-check.yml")["jobs"]["data-check"]["environment"] == "training"
     deploy = load(WORKFLOWS / "deploy.yml")
     assert set(triggers(deploy)) == {"workflow_dispatch"}  # production is never automatic
     assert deploy["jobs"]["deploy"]["with"]["environment"] == "${{ inputs.environment }}"
@@ -484,3 +499,68 @@ def test_preempted_gpu_training_is_relaunched_and_the_gpu_runner_is_configurable
     assert train["runs-on"] == "${{ fromJSON(inputs.gpu-runner-labels) }}"
     script = (WORKFLOWS.parents[1] / "ci" / "train-in-container").read_text()
     assert "-ne 75" in script and "ci/gpu-preflight" in script
+
+
+def test_every_secret_is_read_only_by_a_job_bound_to_an_environment() -> None:
+    # Repository secrets reach any branch's run whose workflow asks for them; an environment
+    # with "Deployment branches: protected branches only" reaches protected branches only.
+    for path in FILES:
+        for name, job in load(path)["jobs"].items():
+            if SECRETS_CONTEXT.search(yaml.safe_dump(job)):
+                assert "environment" in job, f"{path.name}:{name} reads a secret outside one"
+
+
+def test_pull_requests_get_the_config_and_secret_scan_gitlab_runs() -> None:
+    job = load(WORKFLOWS / "_checks.yml")["jobs"]["config-scan"]
+    assert "permissions" not in job  # the workflow's contents: read
+    assert job["if"] == "${{ !inputs.config-scan-disabled }}"
+    runs = [s.get("run", "") for s in job["steps"]]
+    assert "tfship scan config ." in runs
+    assert "tfship scan fs --scanners secret --name secrets ." in runs
+    gitlab = (WORKFLOWS.parents[1] / "ci" / "gitlab" / "jobs-checks.yml").read_text()
+    assert all(r in gitlab for r in ("tfship scan config .", "--scanners secret --name secrets"))
+    assert any("summary.md" in r and "GITHUB_STEP_SUMMARY" in r for r in runs)
+    upload = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-art"))
+    assert upload["with"]["path"] == "runs/config-scan/scan/" and "!cancelled()" in upload["if"]
+    for caller in ("ci.yml", "train.yml"):
+        checks = load(WORKFLOWS / caller)["jobs"]["checks"]
+        switch = checks["with"]["config-scan-disabled"]
+        assert switch == "${{ vars.CONFIG_SCAN_DISABLED == 'true' }}"
+
+
+def test_unit_test_results_and_coverage_reach_the_job_summary() -> None:
+    steps = load(WORKFLOWS / "_checks.yml")["jobs"]["unit-tests"]["steps"]
+    runs = [s.get("run", "") for s in steps]
+    pytest_step = next(i for i, r in enumerate(runs) if "--junitxml=junit.xml" in r)
+    summary = next(i for i, r in enumerate(runs) if r.startswith("ci/test-summary.py"))
+    assert pytest_step < summary
+    assert runs[summary] == 'ci/test-summary.py junit.xml coverage.xml >> "$GITHUB_STEP_SUMMARY"'
+    assert steps[summary]["if"] == "${{ !cancelled() }}"  # failing tests are the ones to show
+
+
+def test_the_plots_the_pr_comment_points_at_are_uploaded_with_the_run() -> None:
+    steps = load(WORKFLOWS / "_smoke.yml")["jobs"]["smoke-report"]["steps"]
+    report = next(i for i, s in enumerate(steps) if s.get("run") == "tfship report --post")
+    upload = steps[report + 1]
+    assert upload["uses"].startswith("actions/upload-artifact@")
+    assert upload["with"]["path"] == "runs/*/evaluation/"  # report.md and its *.png
+    assert "!cancelled()" in upload["if"]
+
+
+def test_gpu_training_gets_the_backup_store_and_records_the_image_it_ran_in() -> None:
+    job = load(WORKFLOWS / "_train.yml")["jobs"]["train"]
+    step = next(s for s in job["steps"] if s.get("run", "").startswith("ci/train-in-container"))
+    env = step["env"]
+    assert env["TFSHIP_EXPORT_IMAGE_DIGEST"] == "${{ needs.build-image.outputs.image }}"
+    assert env["IMAGE"] == env["TFSHIP_EXPORT_IMAGE_DIGEST"]  # the image trained = the recorded
+    assert env["TFSHIP_BACKUP_URL"] == "${{ vars.TFSHIP_BACKUP_URL }}"
+    assert env["TFSHIP_BACKUP_ENDPOINT_URL"] == "${{ vars.TFSHIP_BACKUP_ENDPOINT_URL }}"
+    assert env["AWS_ACCESS_KEY_ID"] == "${{ secrets.AWS_ACCESS_KEY_ID }}"
+    assert env["AWS_SECRET_ACCESS_KEY"] == "${{ secrets.AWS_SECRET_ACCESS_KEY }}"
+    assert job["environment"] == "training"
+    # no other step of the job sees them
+    others = [s for s in job["steps"] if s is not step]
+    assert not [s for s in others if SECRETS_CONTEXT.search(yaml.safe_dump(s))]
+    # ci/train-in-container hands them to the container by name only (never a value in argv)
+    script = (WORKFLOWS.parents[1] / "ci" / "train-in-container").read_text()
+    assert "TFSHIP_*|" in script and "|AWS_*)" in script and 'env_args+=(-e "$name")' in script
