@@ -19,6 +19,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from tfship import env
+from tfship import verify as verify_mod
 from tfship.artifacts import MANIFEST, WARMUP
 from tfship.config import PipelineConfig
 from tfship.data.schema import Kind, Schema
@@ -43,6 +45,8 @@ from tfship.features_io import (
 from tfship.fsutil import atomic_write_json, read_json
 from tfship.model import feed
 from tfship.rundir import RunDir
+from tfship.serving.golden import golden_inputs
+from tfship.serving.repository import tree_digest
 from tfship.task import EXAMPLE_INPUT, Task
 from tfship.verify import (  # verify_export is part of this stage's API too
     MAX_TOLERANCE,
@@ -321,6 +325,7 @@ def export_savedmodel(
         )
     # Not numeric, so neither TF Serving nor `numeric_versions` ever takes it for a version.
     tmp = root / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    cpp_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfship-cpp-loader")
     try:
         archive = keras.export.ExportArchive()
         archive.track(model)
@@ -334,6 +339,23 @@ def export_savedmodel(
         except Exception as exc:  # tracing/serialisation errors come in many types
             raise ModelError(f"keras.export.ExportArchive cannot write the model: {exc}") from exc
 
+        # TF's C++ loader reads only the SavedModel proper (saved_model.pb, variables/), which
+        # is final from here on: start that check now, in its fresh process, so it runs while
+        # this one reloads the export and writes the manifest and the warmup records.
+        # verify_export takes its answer only if it was fed the manifest's golden inputs.
+        early_inputs = golden_inputs(
+            {
+                "signature": {
+                    "inputs": {
+                        f.name: {"dtype": f.tensor_spec().dtype.name} for f in schema.features
+                    }
+                },
+                "golden": {
+                    "inputs": {f.name: json_values(f, golden[f.name]) for f in schema.features}
+                },
+            }
+        )
+        early_cpp = cpp_pool.submit(verify_mod.run_cpp_loader, tmp, early_inputs)
         loaded = tf.saved_model.load(str(tmp))
         sig = loaded.signatures[SIGNATURE]
         exported = {
@@ -402,18 +424,26 @@ def export_savedmodel(
         if data_manifest is not None:
             atomic_write_json(tmp / EXPORT_DATA_MANIFEST, dict(data_manifest))
         atomic_write_json(tmp / MANIFEST, manifest)
-        verified = verify_export(tmp, tol, loaded=loaded)
+        # The directory is complete and nothing writes to it any more: hash it (for the
+        # verification record) while the check waits on the fresh-process loader. The digest
+        # is over relative names, so it is the numbered directory's too after the rename.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfship-digest") as pool:
+            digest = pool.submit(tree_digest, tmp)
+            verified = verify_export(tmp, tol, loaded=loaded, started=(early_inputs, early_cpp))
+            digest_of_verified = digest.result()
         _claim(tmp, root / str(version), explicit)
     except BaseException:
+        cpp_pool.shutdown(wait=True)  # the early loader check reads tmp: let it finish first
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        cpp_pool.shutdown(wait=True)
     final = root / str(version)
     verified = replace(verified, export_dir=final)
     # Bound to these bytes: deploy and validate reuse the check instead of repeating it.
-    from tfship.serving.repository import tree_digest
     from tfship.verify_record import write_record
 
-    write_record(final, verified, tree_digest(final))
+    write_record(final, verified, digest_of_verified)
     log.info("exported %s version %d to %s", cfg.project.model_name, version, final)
     return ExportResult(
         final,

@@ -5,6 +5,12 @@ them and collects their results. A stage that raises stops the run with that err
 The data is loaded and split once, by the data stage, and handed to the stages after it (as
 their own commands, in separate CI jobs, load it themselves): in one process nothing can change
 it between stages, and reading and decoding it is the same work each time.
+
+Independent work overlaps: the export's fresh-process loader check starts importing TensorFlow
+during training (`tfship.cpp_loader.prestart`), and the Trivy scans of the project tree, which
+need only its files, run in the background from the start of the export stage
+(`tfship.scan.stage.start_tree_scans`); the scan stage collects them, in its place in the order,
+and raises the first failure with its exit code. A run that stops earlier still waits for them.
 """
 
 from __future__ import annotations
@@ -76,15 +82,24 @@ def _train(cfg: PipelineConfig, run_dir: RunDir, shared: dict[str, Any]) -> Any:
 def _export(cfg: PipelineConfig, run_dir: RunDir, shared: dict[str, Any]) -> Any:
     from tfship.export import run_export
 
+    if shared.get("scan_follows"):
+        from tfship.scan.stage import start_tree_scans
+
+        # The project's Trivy scans read only its files: run them alongside the export, which
+        # leaves a core free (training does not: it shares the machine with the prestarted
+        # loader's TensorFlow import). The scan stage collects them and raises their errors.
+        shared["tree_scans"] = start_tree_scans(cfg, run_dir)
+
     return run_export(cfg, run_dir, splits=_splits(cfg, shared))
 
 
 def _scan(cfg: PipelineConfig, run_dir: RunDir, shared: dict[str, Any]) -> Any:
     # Trivy config + secret scans of the project and the export (exit 10 findings, 11 scanner);
-    # before evaluate, so the MR report can include scan/summary.md.
+    # before evaluate, so the MR report can include scan/summary.md. The project scans were
+    # started with the export stage; this collects them and raises their errors.
     from tfship.scan import run_scan_for_pipeline
 
-    return run_scan_for_pipeline(cfg, run_dir)
+    return run_scan_for_pipeline(cfg, run_dir, tree=shared.pop("tree_scans", None))
 
 
 def _evaluate(cfg: PipelineConfig, run_dir: RunDir, shared: dict[str, Any]) -> Any:
@@ -151,13 +166,19 @@ def run_pipeline(
     dump_config(cfg, run_dir.config)
     outcomes: list[StageOutcome] = []
     # What one stage computed for the next (the splits), and what is still to come.
-    shared: dict[str, Any] = {"export_follows": "export" not in skip}
+    shared: dict[str, Any] = {
+        "export_follows": "export" not in skip,
+        "scan_follows": "scan" not in skip,
+    }
     try:
         exit_code = _run_stages(cfg, run_dir, skip, shared, outcomes)
     finally:
         from tfship.cpp_loader import discard
 
         discard()  # a prestarted loader the run did not get to use
+        tree = shared.pop("tree_scans", None)
+        if tree is not None:  # the run stopped before its scan stage: let them finish
+            tree.wait()
     return RunResult(str(run_dir.root), tuple(outcomes), exit_code)
 
 

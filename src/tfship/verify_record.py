@@ -4,7 +4,9 @@ Export runs the full offline check (`verify_export`: both loaders, golden replay
 before the version gets its number, then writes `export/<version>.verified.json` next to the
 version directory (outside it, so the export's own digest is unchanged). The record holds the
 sha256 over every file of the export (`tree_digest`, the same digest gate.json binds the
-verdict to), the TensorFlow version that loaded it and the tolerance it held.
+verdict to), the TensorFlow that loaded it (`tf.__version__` and the pip distribution that
+ships it, which a later process can read without importing TensorFlow) and the tolerance it
+held.
 
 A later stage or job given the same directory (deploy and validate without a server) trusts the
 record only when the files still have that digest, the TensorFlow is the same and the record's
@@ -16,7 +18,10 @@ travels in — the same artifact that carries gate.json, which deploy already tr
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+import importlib.util
 import logging
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -39,6 +44,41 @@ def _tensorflow() -> str:
     return tf.__version__
 
 
+@functools.cache
+def tensorflow_package() -> str | None:
+    """The installed TensorFlow as pip knows it ("tensorflow_cpu 2.21.0"), read from the
+    metadata of the distribution that ships the `tensorflow` package, without importing it
+    (that import is most of a deploy's time when the record is reused). None when it cannot
+    be told (no such metadata, or more than one distribution claims the package)."""
+    spec = importlib.util.find_spec("tensorflow")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    site = Path(next(iter(spec.submodule_search_locations))).parent
+    owners = []
+    for info in sorted(site.glob("*.dist-info")):
+        try:
+            top = (info / "top_level.txt").read_text(encoding="utf-8").split()
+        except OSError:
+            continue
+        if "tensorflow" in top:
+            owners.append(info.name.removesuffix(".dist-info").replace("-", " ", 1))
+    return owners[0] if len(owners) == 1 else None
+
+
+def _other_tensorflow(record: dict[str, Any]) -> str | None:
+    """Why the record's TensorFlow is not this one, or None when it is: the same package (and,
+    when this process has imported TensorFlow anyway, the same `tf.__version__`)."""
+    package = tensorflow_package()
+    if package is None or record.get("tensorflow_package") != package:
+        return (
+            f"it was verified with TensorFlow {record.get('tensorflow')} "
+            f"({record.get('tensorflow_package')}), this is {package or 'unknown'}"
+        )
+    if "tensorflow" in sys.modules and record.get("tensorflow") != _tensorflow():
+        return f"it was verified with TensorFlow {record.get('tensorflow')}"
+    return None
+
+
 def write_record(export_dir: Path, result: VerifyResult, digest: str) -> Path:
     """Record that the export with `digest` passed `result` (atomic: a reader sees all or none)."""
     fields = asdict(result)
@@ -48,6 +88,7 @@ def write_record(export_dir: Path, result: VerifyResult, digest: str) -> Path:
         "format": FORMAT,
         "digest": digest,
         "tensorflow": _tensorflow(),
+        "tensorflow_package": tensorflow_package(),
         "verified_at": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "result": fields,
     }
@@ -56,8 +97,11 @@ def write_record(export_dir: Path, result: VerifyResult, digest: str) -> Path:
     return path
 
 
-def reusable(export_dir: Path, tolerance: float | None) -> VerifyResult | None:
-    """The recorded result when it still holds for `export_dir` (see the module docstring)."""
+def reusable(
+    export_dir: Path, tolerance: float | None, *, digest: str | None = None
+) -> VerifyResult | None:
+    """The recorded result when it still holds for `export_dir` (see the module docstring).
+    `digest`: `tree_digest(export_dir)` as the caller just computed it, else computed here."""
     from tfship.serving.repository import tree_digest
 
     path = record_path(export_dir)
@@ -72,12 +116,14 @@ def reusable(export_dir: Path, tolerance: float | None) -> VerifyResult | None:
     if not ok:
         log.warning("%s is not a verification record; checking the export again", path)
         return None
-    why = None
-    if record.get("tensorflow") != _tensorflow():
-        why = f"it was verified with TensorFlow {record.get('tensorflow')}"
-    elif tolerance is not None and not float(result.get("tolerance", 1.0)) <= tolerance:
+    why = _other_tensorflow(record)
+    if (
+        why is None
+        and tolerance is not None
+        and not float(result.get("tolerance", 1.0)) <= tolerance
+    ):
         why = f"it was verified at tolerance {result.get('tolerance')}, looser than {tolerance}"
-    elif record["digest"] != tree_digest(export_dir):
+    if why is None and record["digest"] != (digest or tree_digest(export_dir)):
         why = "its files changed since it was verified"
     if why:
         log.info("not reusing %s: %s; checking the export again", path, why)

@@ -12,7 +12,13 @@ import pytest
 from tests.helpers.moto import AWS_TEST_ENV, moto_fixture
 from tfship.errors import ExitCode, InfraError
 from tfship.serving.deploy_log import log_record
-from tfship.serving.repository import READY_FILE, VersionConflict, local_manifest
+from tfship.serving.repository import (
+    READY_FILE,
+    VersionConflict,
+    local_manifest,
+    manifest_digest,
+    tree_digest,
+)
 from tfship.serving.repository_local import LocalRepository
 from tfship.serving.repository_s3 import S3Repository
 
@@ -44,6 +50,30 @@ def test_publish_makes_the_version_visible_with_identical_files(tmp_path: Path) 
     assert local_manifest(tmp_path / "repo" / "digits" / "1") == local_manifest(src)
     assert repo.leftovers("digits") == []  # no temporary copy left
     assert repo.version_record("digits", 1) == (local_manifest(src), [])
+
+
+def test_files_changed_after_the_callers_reading_are_refused_not_published(
+    tmp_path: Path,
+) -> None:
+    # Deploy hashes the export once and binds the gate, the verification record and the copy
+    # to that reading: bytes that changed since must not reach the repository.
+    src = fake_savedmodel(tmp_path / "export" / "1")
+    read = local_manifest(src)
+    (src / "variables" / "variables.index").write_bytes(b"tampered")
+    repo = LocalRepository(tmp_path / "repo")
+    with pytest.raises(InfraError, match="does not match"):
+        repo.publish("digits", 1, src, expected=read)
+    assert repo.versions("digits") == [] and repo.leftovers("digits") == []
+
+
+def test_the_tree_digest_of_a_reading_is_the_digest_of_the_directory(tmp_path: Path) -> None:
+    src = fake_savedmodel(tmp_path / "export" / "1")
+    (src / "a-b").write_text("sorts differently as a name than as a path")
+    (src / "a").mkdir()
+    (src / "a" / "z").write_text("x")
+    # Digests already recorded in gate.json and verification records must keep matching.
+    pinned = "90cf3a10d6998b97035d31f15c10fc21f3a10bcd9ca109965652002f323ecf9e"
+    assert manifest_digest(local_manifest(src)) == tree_digest(src) == pinned
 
 
 def test_republishing_the_same_model_is_a_no_op(tmp_path: Path) -> None:

@@ -12,6 +12,15 @@ def _handle(args: argparse.Namespace) -> Any:
         from tfship.export import verify_export
 
         return verify_export(args.verify_only, args.tolerance)
+    from tfship.cluster import is_chief
+
+    if is_chief():
+        # The export's loader check runs in a fresh interpreter that spends most of its time
+        # importing TensorFlow: start it before this one imports TensorFlow and Keras too
+        # (tfship.cpp_loader; run_export would otherwise start it after those imports).
+        from tfship.cpp_loader import prestart
+
+        prestart()
     from tfship.export import run_export
 
     cfg, run_dir = load(args)

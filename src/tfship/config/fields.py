@@ -107,6 +107,7 @@ FIELDS: dict[str, tuple[Role, str]] = {
     "serving.s3_endpoint_url": (W, "object-store endpoint"),
     "serving.rest_url": (W, "TF Serving location"),
     "serving.grpc_target": (W, "TF Serving location"),
+    "serving.replicas": (W, "TF Serving locations: every replica a deploy waits for"),
     "serving.request_timeout_seconds": (H, "timeout"),
     "serving.connect_retries": (H, "retries"),
     "serving.retry_backoff_seconds": (H, "retries"),

@@ -121,6 +121,47 @@ class GateConfig(_Section):
         return self
 
 
+def _check_replicas(value: Any) -> Any:
+    """`serving.replicas`: `dns:<host>:<port>`, or 1-256 http(s) REST base URLs."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        m = re.fullmatch(r"dns:([A-Za-z0-9_.-]{1,253}):(\d{1,5})", value)
+        if value.startswith("dns:"):
+            if not m or not 0 < int(m.group(2)) < 65536:
+                raise ValueError(
+                    f"replicas {value[:120]!r}: expected dns:<host>:<port>, e.g. "
+                    "dns:tfserving-pods.ml-serving.svc.cluster.local:8501"
+                )
+            return value
+        value = (value,)  # one URL
+    urls = tuple(value)
+    if not 1 <= len(urls) <= 256:
+        raise ValueError("replicas: expected 1-256 REST URLs, or dns:<host>:<port>")
+    for url in urls:
+        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url) or len(url) > 2048:
+            raise ValueError(
+                f"replicas: {url[:120]!r} is not a REST base URL (http(s)://host:port) nor "
+                "dns:<host>:<port>"
+            )
+    if len(set(urls)) != len(urls):
+        raise ValueError("replicas: a URL is listed twice")
+    return urls
+
+
+def _replicas_alone(section: Any, prefix: str) -> Any:
+    """Replicas make the deploy file-driven: no gRPC reload, no single REST URL beside them."""
+    if section.replicas is not None:
+        both = [f"{prefix}{n}" for n in ("rest_url", "grpc_target") if getattr(section, n)]
+        if both:
+            raise ValueError(
+                f"{prefix}replicas is set, so deploys are file-driven (models.config in the "
+                f"repository, every replica waited for over REST, no HandleReloadConfigRequest): "
+                f"unset {' and '.join(both)}"
+            )
+    return section
+
+
 class ServingEnvironment(_Section):
     """Where one deploy target (`tfship deploy --to <name>`) lives; unset fields fall back to
     the `serving` section's own values."""
@@ -129,6 +170,20 @@ class ServingEnvironment(_Section):
     server_model_repository: str | None = None
     rest_url: str | None = Field(None, description="TF Serving REST base, e.g. http://tfs:8501")
     grpc_target: str | None = Field(None, description="TF Serving gRPC host:port (config reloads)")
+    replicas: str | tuple[str, ...] | None = Field(
+        None,
+        description="every TF Serving replica (file-driven deploy): REST URLs, or "
+        "dns:<host>:<port> for every address the name resolves to",
+    )
+
+    @field_validator("replicas")
+    @classmethod
+    def _replicas(cls, value: Any) -> Any:
+        return _check_replicas(value)
+
+    @model_validator(mode="after")
+    def _file_driven(self) -> Any:
+        return _replicas_alone(self, "")
 
 
 class ServingConfig(_Section):
@@ -143,6 +198,12 @@ class ServingConfig(_Section):
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, ...)")
     rest_url: str | None = Field(None, description="TF Serving REST base; unset = offline deploy")
     grpc_target: str | None = Field(None, description="TF Serving gRPC host:port")
+    replicas: str | tuple[str, ...] | None = Field(
+        None,
+        description="every TF Serving replica; set = file-driven deploy (models.config only, "
+        "no gRPC reload, every replica waited for): REST URLs, or dns:<host>:<port> for every "
+        "address the name resolves to (a headless Service)",
+    )
     request_timeout_seconds: float = Field(10.0, gt=0, le=HOUR)
     connect_retries: int = Field(3, ge=0, le=20, description="retries on connection errors")
     retry_backoff_seconds: float = Field(0.5, ge=0, le=600.0)
@@ -173,6 +234,15 @@ class ServingConfig(_Section):
         if bad:
             raise ValueError(f"environment name(s) {bad}: expected 1-32 of A-Z a-z 0-9 _ -")
         return value
+
+    @field_validator("replicas")
+    @classmethod
+    def _replicas(cls, value: Any) -> Any:
+        return _check_replicas(value)
+
+    @model_validator(mode="after")
+    def _file_driven(self) -> Any:
+        return _replicas_alone(self, "serving.")
 
 
 class ScanSeverity(StrEnum):

@@ -10,7 +10,9 @@ Files written for a scan named N (see docs/scanning.md):
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -89,9 +91,15 @@ class ScanResult:
         return "\n".join(lines)
 
 
+# Scans may run concurrently (the pipeline's tree scans): each rebuilds summary.md from every
+# N.result.json, so the rebuilds are serialised and the last one sees every finished scan.
+_summary_lock = threading.Lock()
+
+
 def _write_summary(run_dir: RunDir) -> Path:
     path = summary_path(run_dir)
-    atomic_write_text(path, render_summary(load_records(scan_dir(run_dir))))
+    with _summary_lock:
+        atomic_write_text(path, render_summary(load_records(scan_dir(run_dir))))
     return path
 
 
@@ -244,32 +252,110 @@ class PipelineScanResult:
         return "\n".join(lines)
 
 
-def run_scan_for_pipeline(
+class TreeScans:
+    """The pipeline's scans of the project tree (Trivy config; secrets, with the SBOM), running
+    in the background, concurrently with each other and with whatever the caller does next.
+
+    They read only the project's files, so `tfship run` starts them with the export stage
+    (`start_tree_scans`) and the scan stage collects them (`results`). They use no
+    vulnerability DB (misconfiguration and secret scanners only) and Trivy's default
+    in-memory cache backend, so concurrent trivy processes share no cache file or lock.
+    A failed scan is never lost: `results` waits for every scan and raises the first failure
+    in order (ScannerError: exit 11), each failure is also recorded in its N.result.json.
+    """
+
+    NAMES = ("config", "secrets")
+
+    def __init__(self, cfg: PipelineConfig, run_dir: RunDir, project: str) -> None:
+        self.project = project
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tfship-scan")
+        secret = (ScanScanner.SECRET,)
+        self._futures: list[Future[ScanResult]] = [
+            self._pool.submit(run_scan, cfg, run_dir, TargetKind.CONFIG, project, name="config"),
+            self._pool.submit(
+                run_scan, cfg, run_dir, TargetKind.FS, project, name="secrets", scanners=secret
+            ),
+        ]
+        self._pool.shutdown(wait=False)
+
+    def results(self) -> list[ScanResult]:
+        """Every tree scan's result, in order, once all have finished; the first failure raised."""
+        errors = [f.exception() for f in self._futures]  # waits for each (trivy's own timeout)
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            for name, err in zip(self.NAMES, errors, strict=True):
+                if err is not None and err is not first:
+                    log.error("scan %s failed as well: %s", name, err)
+            raise first
+        return [f.result() for f in self._futures]
+
+    def wait(self) -> None:
+        """Let the scans finish without raising (a run that stopped before its scan stage);
+        a failure is logged, and recorded in its N.result.json as always."""
+        for name, f in zip(self.NAMES, self._futures, strict=True):
+            err = f.exception()
+            if err is not None:
+                log.error("background scan %s failed: %s", name, err)
+
+
+def start_tree_scans(
     cfg: PipelineConfig, run_dir: RunDir, project_dir: Path | None = None
+) -> TreeScans | None:
+    """Start the pipeline's project scans now, in the background (see `TreeScans`).
+
+    None when scanning is disabled, or when the run directory lies inside the project where
+    the scans would read it (not under a top-level scan.skip_dirs entry): what the run writes
+    there while they run would change what they see, so the scan stage scans the tree itself,
+    after export, as before.
+    """
+    if not cfg.scan.enabled:
+        return None
+    project = Path(project_dir or Path("."))
+    try:
+        inside = run_dir.root.resolve().relative_to(project.resolve()).parts
+    except ValueError:
+        inside = None  # elsewhere: the tree scans never read it
+    if inside is not None and (not inside or inside[0] not in cfg.scan.skip_dirs):
+        return None
+    return TreeScans(cfg, run_dir, str(project_dir or Path(".")))
+
+
+def run_scan_for_pipeline(
+    cfg: PipelineConfig,
+    run_dir: RunDir,
+    project_dir: Path | None = None,
+    *,
+    tree: TreeScans | None = None,
 ) -> PipelineScanResult:
     """What `tfship run` scans: Trivy config on the project, secrets in the project (with its
     SBOM) and in the exported SavedModel directory. Needs no vulnerability DB.
 
-    Raises ScanFindings (exit 10) when a scan has findings at or above scan.fail_on, after
-    writing every report; ScannerError (exit 11) when Trivy fails.
+    The project scans run concurrently with the export's; `tree`: those already started
+    (`start_tree_scans`, by `tfship run` with its export stage), collected here. Raises
+    ScanFindings (exit 10) when a scan has findings at or above scan.fail_on, after writing
+    every report; ScannerError (exit 11) when Trivy fails (any scan, once all have finished).
     """
-    project = str(project_dir or Path("."))
-    scans: list[ScanResult] = []
     skipped: list[str] = []
     if not cfg.scan.enabled:
+        if tree is not None:
+            tree.wait()
         return PipelineScanResult((), ("scan.enabled is false",), str(summary_path(run_dir)))
-    scans.append(run_scan(cfg, run_dir, TargetKind.CONFIG, project, name="config"))
-    secret = (ScanScanner.SECRET,)
-    scans.append(run_scan(cfg, run_dir, TargetKind.FS, project, name="secrets", scanners=secret))
-    if run_dir.export.is_dir():
-        scans.append(
-            run_scan(
+    tree = tree or TreeScans(cfg, run_dir, str(project_dir or Path(".")))
+    export_scan: ScanResult | None = None
+    try:
+        if run_dir.export.is_dir():
+            export_scan = run_scan(
                 cfg, run_dir, TargetKind.FS, str(run_dir.export), name="export-secrets",
-                scanners=secret, sbom=False,
-            )
-        )  # fmt: skip
-    else:
-        skipped.append(f"{run_dir.export} does not exist (no export in this run)")
+                scanners=(ScanScanner.SECRET,), sbom=False,
+            )  # fmt: skip
+        else:
+            skipped.append(f"{run_dir.export} does not exist (no export in this run)")
+    except BaseException:
+        tree.wait()  # never leave a scan running behind a failure; its own is logged
+        raise
+    scans = [*tree.results(), *([export_scan] if export_scan else [])]
+    # Every scan has finished: one last rebuild, so the summary holds all of them.
+    _write_summary(run_dir)
     result = PipelineScanResult(tuple(scans), tuple(skipped), str(summary_path(run_dir)))
     blocking = [f for s in scans for f in s.findings if cfg.scan.fails(f.kind.value, f.severity)]
     if blocking:

@@ -7,6 +7,7 @@ Trivy's own exit code is pinned to 0 for findings (`--exit-code 0`); tfship gate
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -61,7 +62,9 @@ def find_trivy(environ: Mapping[str, str] | None = None) -> Path:
     )
 
 
+@functools.cache
 def trivy_version(binary: Path) -> str:
+    """`trivy --version` of `binary`, asked once per process (each scan reports it)."""
     try:
         out = subprocess.run(
             [str(binary), "--version", "--format", "json"],

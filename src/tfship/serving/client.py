@@ -221,6 +221,16 @@ class ServingClient(ExampleMethods):
     def metadata(self, version: int | None = None) -> dict[str, Any]:
         return self._rest("GET", f"/v1/models/{self.model}{version_path(version, None)}/metadata")
 
+    def label_version(self, label: str) -> int | None:
+        """The version `label` resolves to on this server (`GET .../labels/<l>/metadata`,
+        model_spec.version); None while the server has no such label (an error answer)."""
+        try:
+            data = self._rest("GET", f"/v1/models/{self.model}{version_path(None, label)}/metadata")
+        except ServerAnswered:
+            return None
+        version = (data.get("model_spec") or {}).get("version") if isinstance(data, dict) else None
+        return int(version) if version not in (None, "") else None
+
     def wait_available(
         self,
         versions: Iterable[int],

@@ -22,6 +22,7 @@ from tfship.serving.actions import promote_state, result, retain, run_export
 from tfship.serving.deploy_gate import check_gate
 from tfship.serving.labels import run_promote as run_promote
 from tfship.serving.labels import run_rollback as run_rollback
+from tfship.serving.repository import local_manifest, manifest_digest
 from tfship.serving.retention import stable_history as stable_history
 from tfship.serving.target import Target, offline_serve_hint, resolve
 from tfship.serving.transaction import DeployResult, publish, session, transaction
@@ -37,14 +38,15 @@ def run_publish(
 ) -> DeployResult:
     """Copy the run's export into the model repository (atomic, idempotent). Loads nothing."""
     export_dir, _, version = run_export(run_dir)
-    check_gate(cfg, run_dir, allow_ungated, export_dir, version)
+    files = local_manifest(export_dir)  # read once: the gate and the copy are bound to it
+    check_gate(cfg, run_dir, allow_ungated, export_dir, version, files)
     target = resolve(cfg, to)
     with (
         session(target, "publish", version, lease_wait) as recovered,
         transaction("publish", run_dir, target, None, version) as tx,
     ):
         state = tx["state"]
-        pub = publish(tx, target, version, export_dir)
+        pub = publish(tx, target, version, export_dir, files)
         tx["result"] = result(
             "publish",
             target,
@@ -79,7 +81,11 @@ def run_deploy(
     or whose manifest deploy cannot trust (`golden.check_manifest`).
     """
     export_dir, manifest, version = run_export(run_dir)
-    gate = check_gate(cfg, run_dir, allow_ungated, export_dir, version)
+    # The export's files are hashed once, here: the gate's digest, the verification record's
+    # digest and the published copy are all checked against this one reading, so what is
+    # published is what was gated and verified (the copy is hashed again and must match it).
+    files = local_manifest(export_dir)
+    gate = check_gate(cfg, run_dir, allow_ungated, export_dir, version, files)
     target = resolve(cfg, to)
     with session(target, "deploy", version, lease_wait) as recovered:
         t0 = time.monotonic()
@@ -88,12 +94,14 @@ def run_deploy(
         with transaction("deploy", run_dir, target, reason, version) as tx:
             cfg0, before = tx["cfg"], tx["state"]
             if not target.online:
-                from tfship.export import verify_export  # C++ loader + golden replay
+                # C++ loader + golden replay; tfship.verify imports TensorFlow only when the
+                # check has to run.
+                from tfship.verify import verify_export
 
                 # Reused when export verified these exact bytes (tfship.verify_record).
-                offline_check = verify_export(export_dir, reuse=True)
+                offline_check = verify_export(export_dir, reuse=True, digest=manifest_digest(files))
                 secs["offline_check"] = round(time.monotonic() - t0, 3)
-            pub = publish(tx, target, version, export_dir)
+            pub = publish(tx, target, version, export_dir, files)
             secs["publish"] = pub.seconds
             loaded = before.with_versions({*before.versions, version})
             t1 = time.monotonic()
@@ -148,12 +156,16 @@ def _verify(
 ) -> golden.GoldenCheck:
     assert target.client is not None
     where = {"version": version} if version is not None else {"label": label}
-    check = golden.replay(target.client, manifest, cfg.serving.tolerance, **where)
-    if not check.ok:
-        where = f"/versions/{version}" if version is not None else f"/labels/{label}"
-        raise ModelError(
-            f"{target.model}{where} answered the golden requests wrongly: "
-            + "; ".join(check.problems),
-            hint="the served model differs from the export; run `tfship validate`",
-        )
-    return check
+    checks = []
+    for server in target.per_server():  # with serving.replicas: every replica
+        check = golden.replay(server.client, manifest, cfg.serving.tolerance, **where)
+        if not check.ok:
+            path = f"/versions/{version}" if version is not None else f"/labels/{label}"
+            on = f" on {server.describe()}" if target.replicas is not None else ""
+            raise ModelError(
+                f"{target.model}{path}{on} answered the golden requests wrongly: "
+                + "; ".join(check.problems),
+                hint="the served model differs from the export; run `tfship validate`",
+            )
+        checks.append(check)
+    return max(checks, key=lambda c: c.max_abs_diff)

@@ -16,7 +16,7 @@ from tfship.errors import ConfigError, GateFailed
 from tfship.fsutil import read_json
 from tfship.rundir import RunDir
 from tfship.serving import golden
-from tfship.serving.repository import tree_digest
+from tfship.serving.repository import FileManifest, manifest_digest, tree_digest
 
 # Only these verdicts let a model out. An override record alone does not: gate.json keeps one
 # (`applied: false`) whenever a reason was given, also for dry_run/disabled/passing gates.
@@ -25,18 +25,22 @@ DEPLOYABLE_VERDICTS = ("passed", "passed_with_override")
 log = logging.getLogger(__name__)
 
 
-def _not_this_export(gate: dict[str, Any], export_dir: Path, version: int) -> str | None:
+def _not_this_export(
+    gate: dict[str, Any], export_dir: Path, version: int, files: FileManifest | None = None
+) -> str | None:
     """Why gate.json's candidate is not `export_dir`, or None when it is.
 
     The version must match, and the content too: the candidate's digest (sha256 over every
     file) when gate.json has one, else its tfship manifest (which carries created_at).
+    `files`: the export's files as the caller read them (`local_manifest`), else read here.
     """
     cand = gate.get("candidate") or {}
     what = f"{cand.get('path')} version {cand.get('version')}"
     if cand.get("version") != version:
         return f"the gate judged {what}, not version {version} ({export_dir})"
     if cand.get("digest"):
-        if cand["digest"] != tree_digest(export_dir):
+        digest = manifest_digest(files) if files is not None else tree_digest(export_dir)
+        if cand["digest"] != digest:
             return f"the gate judged {what}, and {export_dir} has different files"
         return None
     if cand.get("manifest"):
@@ -66,13 +70,15 @@ def check_gate(
     allow_ungated: bool,
     export_dir: Path | None = None,
     version: int | None = None,
+    files: FileManifest | None = None,
 ) -> str:
     """'passed' / 'passed_with_override' / '... (ungated deploy allowed)', or raise GateFailed.
 
     Fails safe: no gate.json means no gate ran, which is refused unless explicitly allowed
     (`--allow-ungated` or serving.allow_ungated). dry_run/disabled verdicts count as not passed,
     whatever override they record. With `export_dir`, gate.json must be about that export
-    (same version and files), so a gate passed by one model never lets another one out.
+    (same version and files), so a gate passed by one model never lets another one out;
+    `files`: its files as the caller already read them (`local_manifest(export_dir)`).
     """
     path = run_dir.evaluation / "gate.json"
     if allow_ungated:
@@ -104,7 +110,7 @@ def check_gate(
             "`tfship evaluate --override-reason ...`",
         )
     if export_dir is not None:
-        mismatch = _not_this_export(gate, export_dir, version or int(export_dir.name))
+        mismatch = _not_this_export(gate, export_dir, version or int(export_dir.name), files)
         if mismatch:
             if allowed:
                 return f"{verdict} for another export (ungated deploy allowed)"

@@ -160,8 +160,27 @@ def undo(target: Any, doc: dict[str, Any], *, server_touched: bool) -> Undo:
                 )
     except Exception as exc:
         problems.append(f"{MODELS_CONFIG} not put back ({type(exc).__name__}: {exc})")
-    # 2. The server: the restored config, and the previous versions AVAILABLE again.
-    if target.client is not None and server_touched and new_cfg is not None:
+    # 2. The server: the restored config, and the previous versions AVAILABLE again. With
+    # replicas (file-driven) the file written above is the restore: wait for every replica.
+    replicas = getattr(target, "replicas", None)
+    if replicas is not None and server_touched and new_cfg is not None:
+        gone = [doc["publish"]["version"]] if doc["publish"] else []
+        wanted = list(before.versions) if before is not None else []
+        try:
+            replicas.wait(
+                wanted,
+                deadline=target.load_deadline,
+                poll=target.poll,
+                gone=[v for v in gone if v not in wanted],
+                labels=dict(before.labels) if before is not None else {},
+            )
+            steps.append(f"every replica serves versions {wanted} again")
+        except Exception as exc:
+            problems.append(
+                f"not every replica took the restored {MODELS_CONFIG} ({type(exc).__name__}: "
+                f"{getattr(exc, 'message', exc)})"
+            )
+    elif target.client is not None and server_touched and new_cfg is not None:
         try:
             target.client.reload_config(new_cfg)
             gone = [doc["publish"]["version"]] if doc["publish"] else []

@@ -49,6 +49,13 @@ def _own_version(run_dir: RunDir, version: int | None) -> tuple[int, Any]:
     return version, None
 
 
+def _check_served(target: Target, check: Any, tolerance: float | None) -> Any:
+    """Golden requests through `/versions/<v>` on every server (each replica with
+    serving.replicas); the check with the largest difference."""
+    results = [integrity.check_served(t, check, tolerance) for t in target.per_server()]
+    return max(results, key=lambda r: r.max_abs_diff)
+
+
 def _deployed_by(target: Target, version: int) -> str:
     for r in reversed(target.repository.read_log(target.model)):
         if r.get("action") == "deploy" and r.get("status") == "ok" and r.get("version") == version:
@@ -91,7 +98,7 @@ def run_promote(
             served = None
             if target.client is not None:
                 target.client.wait_available([own], deadline=target.load_deadline, poll=target.poll)
-                served = integrity.check_served(target, check, cfg.serving.tolerance)
+                served = _check_served(target, check, cfg.serving.tolerance)
             after = promote_state(before, own)
             target.apply(tx["cfg"], after)
             tx["result"] = result(
@@ -172,7 +179,7 @@ def run_rollback(
             cfg1 = target.apply(cfg0, loaded)  # waits AVAILABLE before the label may move
             served = None
             if target.client is not None:
-                served = integrity.check_served(target, check, cfg.serving.tolerance)
+                served = _check_served(target, check, cfg.serving.tolerance)
             after = promote_state(loaded, goal)
             target.apply(cfg1, after)
             tx["result"] = result(

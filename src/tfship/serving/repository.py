@@ -88,8 +88,17 @@ def local_manifest(root: Path) -> FileManifest:
 
 def tree_digest(root: Path) -> str:
     """One sha256 for a whole directory (names, sizes, contents): identifies an export."""
+    return manifest_digest(local_manifest(root))
+
+
+def manifest_digest(files: FileManifest) -> str:
+    """`tree_digest` of the directory `files` was read from (`local_manifest`): a caller that
+    hashed the files once (deploy) binds the gate, the verification record and the published
+    copy to that one reading instead of hashing the same bytes again for each."""
     h = hashlib.sha256()
-    for name, (size, sha) in local_manifest(root).items():
+    # In local_manifest's order (sorted by path, not by name string): digests already recorded
+    # in gate.json and verification records were computed in that order.
+    for name, (size, sha) in files.items():
         h.update(f"{name}\0{size}\0{sha}\n".encode())
     return h.hexdigest()
 
@@ -238,16 +247,23 @@ class ModelRepository:
         return base if version is None else f"{base}/{version}"
 
     def publish(
-        self, model: str, version: int, export_dir: str | os.PathLike[str]
+        self,
+        model: str,
+        version: int,
+        export_dir: str | os.PathLike[str],
+        expected: FileManifest | None = None,
     ) -> PublishResult:
         """Make `export_dir` visible as `<model>/<version>`, atomically and idempotently.
 
         Re-publishing identical files is a no-op (`status="unchanged"`); different files under
-        an existing version raise VersionConflict and change nothing.
+        an existing version raise VersionConflict and change nothing. `expected`: the files as
+        the caller already read them (`local_manifest(export_dir)`, e.g. the reading its gate
+        and verification checks were bound to); the published copy must match it, so bytes
+        changed since that reading are refused, not published.
         """
         export_dir = Path(export_dir)
         t0 = time.monotonic()
-        expected = local_manifest(export_dir)
+        expected = local_manifest(export_dir) if expected is None else dict(expected)
         if READY_FILE not in expected:
             raise DeployFailed(
                 f"{export_dir} has no {READY_FILE}; expected a SavedModel directory",

@@ -3,7 +3,11 @@
 `Target.apply()` is the only place a new ModelServerConfig takes effect: with a server it is
 pushed with HandleReloadConfigRequest, then the wanted versions are polled until AVAILABLE;
 `models.config` in the repository is rewritten only after the server took it, so the file
-always describes what is live (a restarted server comes back in the same state). While a
+always describes what is live (a restarted server comes back in the same state). With
+`serving.replicas` (several servers that each poll their synced copy of the repository,
+`tfship.serving.replicas`) the deploy is file-driven: writing `models.config` *is* the change
+(counted in `reloads`: the servers may have it from then on), then every replica is polled
+until it reports the wanted versions AVAILABLE and every label on its version. While a
 deploy action holds the repository's lease, `apply()` checks the lease is still held and
 records the state in the action's journal *before* the server sees it, so an undo (now, or by
 the next action after a kill) knows every state this action may have applied.
@@ -28,6 +32,7 @@ from tfship.redact import redact_url
 from tfship.serving import models_config
 from tfship.serving.client import ServingClient
 from tfship.serving.models_config import ModelState
+from tfship.serving.replicas import Replicas
 from tfship.serving.repository import ModelRepository, open_repository
 
 log = logging.getLogger(__name__)
@@ -52,10 +57,34 @@ class Target:
     writes: int = 0  # models.config rewrites in the repository (offline: the only change)
     lease: Any = None  # serving.lease.Lease while a deploy action holds the repository
     journal: Any = None  # serving.journal.Journal of the action in progress
+    # serving.replicas: every server, file-driven; `client` is then this same object.
+    replicas: Replicas | None = None
 
     @property
     def online(self) -> bool:
         return self.client is not None
+
+    def per_server(self) -> list[Target]:
+        """This target once per server (each replica's own client), for golden requests."""
+        if self.replicas is None:
+            return [self]
+        return [dataclasses.replace(self, client=c, replicas=None) for c in self.replicas.clients()]
+
+    def wait_live(self, state: ModelState, *, gone: tuple[int, ...] | list[int] = ()) -> None:
+        """Every server reports `state`'s versions AVAILABLE (and `gone` ones gone); with
+        replicas, every replica also resolves each of its labels to its version."""
+        if self.replicas is not None:
+            self.replicas.wait(
+                state.versions,
+                deadline=self.load_deadline,
+                poll=self.poll,
+                gone=gone,
+                labels=state.labels,
+            )
+        elif self.client is not None:
+            self.client.wait_available(
+                state.versions, deadline=self.load_deadline, poll=self.poll, gone=gone
+            )
 
     def read(self) -> tuple[Any, ModelState]:
         """The current models.config and this model's state in it (empty when absent)."""
@@ -86,6 +115,16 @@ class Target:
             self.lease.check()
         if self.journal is not None:
             self.journal.note_applied(state)
+        if self.replicas is not None:
+            # File-driven: the replicas read models.config (synced copies, polled), so the write
+            # is the change. Counted first: a failed write (an S3 timeout) may still have landed.
+            # The replicas are resolved first: a name with no address changes nothing.
+            self.replicas.urls()
+            self.reloads += 1
+            self.repository.write_text(MODELS_CONFIG, models_config.render(new))
+            self.writes += 1
+            self.wait_live(state, gone=gone)
+            return new
         if self.client is not None:
             try:
                 self.client.reload_config(new)
@@ -105,8 +144,11 @@ class Target:
         """The same repository and server, another model (to undo an action on that model)."""
         if name == self.model:
             return self
-        client = None
-        if self.client is not None:
+        client: Any = None
+        replicas = self.replicas.for_model(name) if self.replicas is not None else None
+        if replicas is not None:
+            client = replicas
+        elif self.client is not None:
             c = self.client
             client = ServingClient(
                 name,
@@ -118,11 +160,22 @@ class Target:
             )
         base = f"{self.base_path.rsplit('/', 1)[0]}/{name}"
         return dataclasses.replace(
-            self, model=name, base_path=base, client=client, journal=None, reloads=0, writes=0
+            self,
+            model=name,
+            base_path=base,
+            client=client,
+            replicas=replicas,
+            journal=None,
+            reloads=0,
+            writes=0,
         )
 
     def describe(self) -> str:
-        where = redact_url(self.client.rest_url) if self.client is not None else "offline"
+        where = "offline"
+        if self.replicas is not None:
+            where = self.replicas.describe()
+        elif self.client is not None:
+            where = redact_url(self.client.rest_url)
         env = f"{self.environment}: " if self.environment else ""
         return f"{env}{self.repository.location(self.model)} -> {where}"
 
@@ -219,14 +272,27 @@ def resolve(cfg: PipelineConfig, to: str | None = None) -> Target:
             )
         env = s.environments[to]
     repo_url = (env and env.model_repository) or s.model_repository
+    # The environment's own replicas or rest_url decide; without either, the section's.
+    replicas = env.replicas if env and (env.replicas or env.rest_url) else s.replicas
     # Offline (quick start) the reader is docker/serving/compose.yaml, which mounts the
-    # repository at /models; with a server, default to the path tfship itself writes to.
+    # repository at /models; with a server, default to the path tfship itself writes to; with
+    # replicas reading a remote repository, to /models (k8s: the sync sidecar's volume).
     offline_default = "/models" if not ((env and env.rest_url) or s.rest_url) else repo_url
+    if replicas:
+        offline_default = "/models" if "://" in repo_url else repo_url
     server_repo = (
         (env and env.server_model_repository) or s.server_model_repository or offline_default
     )
     rest_url = (env and env.rest_url) or s.rest_url
     grpc_target = (env and env.grpc_target) or s.grpc_target
+    if replicas:
+        if env and env.grpc_target:
+            raise ConfigError(
+                f"serving.environments.{to}.grpc_target is set but the deploy to {to} is "
+                "file-driven (serving.replicas): tfship sends no HandleReloadConfigRequest",
+                hint=f"unset serving.environments.{to}.grpc_target",
+            )
+        rest_url = grpc_target = None
     if grpc_target and not rest_url:
         raise ConfigError(
             "serving.grpc_target is set but serving.rest_url is not; tfship reads "
@@ -240,7 +306,7 @@ def resolve(cfg: PipelineConfig, to: str | None = None) -> Target:
             hint="set serving.grpc_target (TFSHIP_SERVING_GRPC_TARGET), e.g. host:8500",
         )
     _check_model_name(cfg.project.model_name)
-    if to is not None and not rest_url:
+    if to is not None and not rest_url and not replicas:
         _refuse_throwaway_repository(to, repo_url)
     repo = open_repository(repo_url, s3_endpoint_url=s.s3_endpoint_url)
     if "://" not in server_repo:
@@ -248,8 +314,17 @@ def resolve(cfg: PipelineConfig, to: str | None = None) -> Target:
 
         # TF Serving resolves base_path on its own machine: make a local one absolute.
         server_repo = str(Path(server_repo).resolve()) if server_repo == repo_url else server_repo
-    client = None
-    if rest_url:
+    client: Any = None
+    fleet = None
+    if replicas:
+        client = fleet = Replicas(
+            cfg.project.model_name,
+            replicas,
+            timeout=s.request_timeout_seconds,
+            retries=s.connect_retries,
+            backoff=s.retry_backoff_seconds,
+        )
+    elif rest_url:
         client = ServingClient(
             cfg.project.model_name,
             rest_url=rest_url,
@@ -266,4 +341,5 @@ def resolve(cfg: PipelineConfig, to: str | None = None) -> Target:
         client,
         s.load_deadline_seconds,
         s.poll_interval_seconds,
+        replicas=fleet,
     )

@@ -159,13 +159,16 @@ def _ok_record(result: DeployResult, op: str) -> dict[str, Any]:
     )
 
 
-def publish(ctx: dict[str, Any], target: Target, version: int, export_dir: Any) -> PublishResult:
-    """Publish inside a transaction: journalled first, so an undo removes only what it adds."""
+def publish(
+    ctx: dict[str, Any], target: Target, version: int, export_dir: Any, expected: Any = None
+) -> PublishResult:
+    """Publish inside a transaction: journalled first, so an undo removes only what it adds.
+    `expected`: the export's files as already read (`ModelRepository.publish`)."""
     existed = target.repository.is_complete(target.model, version)
     if target.lease is not None:
         target.lease.check()
     ctx["journal"].note_publish(version, existed)
-    return target.repository.publish(target.model, version, export_dir)
+    return target.repository.publish(target.model, version, export_dir, expected)
 
 
 @contextlib.contextmanager

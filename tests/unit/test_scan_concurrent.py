@@ -1,0 +1,159 @@
+"""The pipeline's Trivy scans run concurrently (the project's ones from the start of `tfship
+run`), and a scan that fails in the background is never lost: it is raised, with exit code 11,
+once every scan has finished. A fake `trivy` stands in for the binary: each project scan waits
+until the other one has started, so scans run one after the other would fail, not pass."""
+
+from __future__ import annotations
+
+import json
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from tfship import pipeline
+from tfship.config import load_config
+from tfship.errors import ExitCode, ModelError, ScannerError
+from tfship.rundir import RunDir
+from tfship.scan import run_scan_for_pipeline
+from tfship.scan.stage import start_tree_scans
+
+FAKE_TRIVY = """#!{python}
+import json, os, sys, time
+from pathlib import Path
+args = sys.argv[1:]
+if args[:1] == ["--version"]:
+    print(json.dumps({{"Version": "0.0.0-fake"}}))
+    sys.exit(0)
+out = Path(args[args.index("--output") + 1])
+fmt = args[args.index("--format") + 1]
+kind, target = args[0], args[-1]
+marks = Path(os.environ["FAKE_TRIVY_MARKS"])
+project = Path(os.environ["FAKE_TRIVY_PROJECT"]).resolve()
+if kind in ("config", "fs") and fmt == "json" and Path(target).resolve() == project:
+    (marks / kind).touch()
+    other = marks / ("fs" if kind == "config" else "config")
+    for _ in range(600):  # the other project scan must be running at the same time
+        if other.exists():
+            break
+        time.sleep(0.05)
+    else:
+        print(f"FATAL {{kind}}: the other project scan never started", file=sys.stderr)
+        sys.exit(4)
+if kind in os.environ.get("FAKE_TRIVY_FAIL", "").split(","):
+    print(f"FATAL {{kind}} broke", file=sys.stderr)
+    sys.exit(3)
+if fmt == "json":
+    out.write_text(json.dumps({{"SchemaVersion": 2, "ArtifactName": target, "Results": []}}))
+else:
+    out.write_text(json.dumps({{"bomFormat": "CycloneDX", "specVersion": "1.5", "components": []}}))
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    fake = tmp_path / "bin" / "trivy"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_TRIVY.format(python=sys.executable))
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pipeline.yaml").write_text("version: 1\n")
+    monkeypatch.setenv("TFSHIP_TRIVY", str(fake))
+    monkeypatch.setenv("FAKE_TRIVY_MARKS", str(marks))
+    monkeypatch.setenv("FAKE_TRIVY_PROJECT", str(project))
+    monkeypatch.delenv("FAKE_TRIVY_FAIL", raising=False)
+    monkeypatch.chdir(project)
+    return project
+
+
+def _cfg(*overrides: str):
+    return load_config(None, env={}, overrides=["scan.offline=true", *overrides])
+
+
+def _run_dir(root: Path) -> RunDir:
+    run_dir = RunDir(root).ensure()
+    (run_dir.export / "1").mkdir(parents=True)
+    (run_dir.export / "1" / "saved_model.pb").write_bytes(b"\0")
+    return run_dir
+
+
+def test_the_project_scans_run_concurrently_and_every_result_is_collected(project, tmp_path):
+    run_dir = _run_dir(tmp_path / "run")
+    result = run_scan_for_pipeline(_cfg(), run_dir, project)
+    assert [s.name for s in result.scans] == ["config", "secrets", "export-secrets"]
+    assert result.passed
+    summary = (run_dir.root / "scan" / "summary.md").read_text()
+    assert all(f"`{name}`" in summary for name in ("config", "secrets", "export-secrets"))
+
+
+def test_scans_started_before_training_are_collected_by_the_scan_stage(project, tmp_path):
+    run_dir = _run_dir(tmp_path / "run")
+    tree = start_tree_scans(_cfg(), run_dir, project)
+    assert tree is not None
+    result = run_scan_for_pipeline(_cfg(), run_dir, project, tree=tree)
+    assert [s.name for s in result.scans] == ["config", "secrets", "export-secrets"]
+
+
+def test_a_failed_background_scan_is_raised_after_every_scan_finished(
+    project, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("FAKE_TRIVY_FAIL", "config")
+    run_dir = _run_dir(tmp_path / "run")
+    tree = start_tree_scans(_cfg(), run_dir, project)
+    with pytest.raises(ScannerError, match="config broke") as err:
+        run_scan_for_pipeline(_cfg(), run_dir, project, tree=tree)
+    assert err.value.exit_code == ExitCode.SCANNER == 11
+    scan = run_dir.root / "scan"
+    assert "config broke" in json.loads((scan / "config.result.json").read_text())["error"]
+    assert json.loads((scan / "secrets.result.json").read_text())["passed"] is True
+    assert (scan / "export-secrets.result.json").is_file()
+
+
+def test_the_scan_stage_of_a_run_raises_the_background_failure(project, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_TRIVY_FAIL", "fs")
+    run_dir = _run_dir(tmp_path / "run")
+    skip = frozenset(name for name, _ in pipeline.STAGES if name != "scan")
+    with pytest.raises(ScannerError, match="fs broke") as err:
+        pipeline.run_pipeline(_cfg(), run_dir, skip=skip)
+    assert err.value.exit_code == 11
+
+
+def test_a_run_that_fails_before_its_scan_stage_still_waits_for_the_scans(
+    project, tmp_path, monkeypatch
+):
+    import tfship.export
+
+    def boom(cfg, run_dir, splits=None):
+        raise ModelError("export failed")
+
+    # The project scans start with the export stage; this export fails before the scan stage.
+    monkeypatch.setattr(tfship.export, "run_export", boom)
+    stages = [(name, stage) for name, stage in pipeline.STAGES if name in ("export", "scan")]
+    monkeypatch.setattr(pipeline, "STAGES", stages)
+    run_dir = _run_dir(tmp_path / "run")
+    with pytest.raises(ModelError, match="export failed"):
+        pipeline.run_pipeline(_cfg(), run_dir)
+    scan = run_dir.root / "scan"  # both finished (and recorded) before the run returned
+    assert (scan / "config.result.json").is_file() and (scan / "secrets.result.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("where", "early"),
+    [("outside", True), ("runs/local", True), ("out/local", False), (".", False)],
+)
+def test_project_scans_start_early_only_where_they_cannot_see_the_run(
+    project, tmp_path, where, early
+):
+    root = tmp_path / "elsewhere" if where == "outside" else project / where
+    tree = start_tree_scans(_cfg(), RunDir(root), project)
+    assert (tree is not None) is early
+    if tree is not None:
+        tree.wait()
+
+
+def test_no_early_scans_when_scanning_is_disabled(project, tmp_path):
+    assert start_tree_scans(_cfg("scan.enabled=false"), RunDir(tmp_path / "run"), project) is None
