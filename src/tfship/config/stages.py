@@ -7,7 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from tfship.config.sections import DAY, HOUR, _Section
 
@@ -149,6 +149,10 @@ def _check_replicas(value: Any) -> Any:
     return urls
 
 
+# `serving.replicas` and `serving.environments.<name>.replicas`: one type, checked the same way
+Replicas = Annotated[str | tuple[str, ...] | None, AfterValidator(_check_replicas)]
+
+
 def _replicas_alone(section: Any, prefix: str) -> Any:
     """Replicas make the deploy file-driven: no gRPC reload, no single REST URL beside them."""
     if section.replicas is not None:
@@ -170,16 +174,11 @@ class ServingEnvironment(_Section):
     server_model_repository: str | None = None
     rest_url: str | None = Field(None, description="TF Serving REST base, e.g. http://tfs:8501")
     grpc_target: str | None = Field(None, description="TF Serving gRPC host:port (config reloads)")
-    replicas: str | tuple[str, ...] | None = Field(
+    replicas: Replicas = Field(
         None,
         description="every TF Serving replica (file-driven deploy): REST URLs, or "
         "dns:<host>:<port> for every address the name resolves to",
     )
-
-    @field_validator("replicas")
-    @classmethod
-    def _replicas(cls, value: Any) -> Any:
-        return _check_replicas(value)
 
     @model_validator(mode="after")
     def _file_driven(self) -> Any:
@@ -198,7 +197,7 @@ class ServingConfig(_Section):
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, ...)")
     rest_url: str | None = Field(None, description="TF Serving REST base; unset = offline deploy")
     grpc_target: str | None = Field(None, description="TF Serving gRPC host:port")
-    replicas: str | tuple[str, ...] | None = Field(
+    replicas: Replicas = Field(
         None,
         description="every TF Serving replica; set = file-driven deploy (models.config only, "
         "no gRPC reload, every replica waited for): REST URLs, or dns:<host>:<port> for every "
@@ -234,11 +233,6 @@ class ServingConfig(_Section):
         if bad:
             raise ValueError(f"environment name(s) {bad}: expected 1-32 of A-Z a-z 0-9 _ -")
         return value
-
-    @field_validator("replicas")
-    @classmethod
-    def _replicas(cls, value: Any) -> Any:
-        return _check_replicas(value)
 
     @model_validator(mode="after")
     def _file_driven(self) -> Any:
