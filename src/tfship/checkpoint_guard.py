@@ -69,6 +69,7 @@ RESULT_FIELDS: frozenset[str] = frozenset(
         "data.test_fraction",
         "data.limit",
         "data.shuffle_buffer",
+        "data.stream",  # the split, the training order and which records are read
         "model.builder",
         "model.options",
         "train.epochs",  # how long training runs: a finished run with more epochs is another run

@@ -195,7 +195,11 @@ def _train(
     tcfg = cfg.train
     replicas = strategy.num_replicas_in_sync
     global_batch = tcfg.per_replica_batch_size * replicas
-    steps_per_epoch = max(1, len(splits.y_train) // global_batch)
+    # A StreamSplits counts its training examples without holding them.
+    train_size = getattr(splits, "train_size", None)
+    if train_size is None:
+        train_size = len(splits.y_train)
+    steps_per_epoch = max(1, train_size // global_batch)
     total_steps = tcfg.epochs * steps_per_epoch
     if tcfg.max_steps is not None:
         total_steps = min(total_steps, tcfg.max_steps)
@@ -253,7 +257,12 @@ def _train(
         dump_config(cfg, run_dir.config)
 
     train_data, val_data = distributed_inputs(
-        strategy, cfg, splits, global_batch=global_batch, start_step=start_step
+        strategy,
+        cfg,
+        splits,
+        global_batch=global_batch,
+        start_step=start_step,
+        steps_per_epoch=steps_per_epoch,
     )
     train_steps, evaluate = build_steps(
         strategy,
@@ -263,7 +272,12 @@ def _train(
         global_batch=global_batch,
         task=task,
         names=names,
-        class_weights=task.class_weights(splits.y_train, splits.label_names),
+        class_weights=task.class_weights(
+            splits.class_weight_labels()
+            if hasattr(splits, "class_weight_labels")
+            else splits.y_train,
+            splits.label_names,
+        ),
     )
     board = TensorBoardLog(run_dir.tensorboard, enabled=chief)
     report = TrainReport(

@@ -33,11 +33,24 @@ def distributed_inputs(
     *,
     global_batch: int,
     start_step: int,
+    steps_per_epoch: int | None = None,
 ) -> tuple[Any, Any]:
-    """(train, validation) distributed datasets; train repeats forever in full global batches."""
+    """(train, validation) distributed datasets; train repeats forever in full global batches.
+
+    Streamed data (`data.stream`: `splits.train_dataset`) is read per input pipeline with the
+    FILE/DATA sharding of tfship.data.stream.sharding; a resumed run replays the interrupted
+    epoch's order and skips the steps already trained (exact resume). The in-memory path
+    continues with a fresh order instead."""
     from tfship.data import make_dataset
 
     def train_input(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        if hasattr(splits, "train_dataset"):
+            return splits.train_dataset(
+                ctx,
+                global_batch=global_batch,
+                steps_per_epoch=steps_per_epoch or max(1, splits.train_size // global_batch),
+                start_step=start_step,
+            )
         return make_dataset(
             splits.x_train,
             splits.y_train,

@@ -52,6 +52,7 @@ VERDICT_SAMPLES = {
     "data.label": "leaky_feature",
     "data.features": "{leaky_feature: numeric}",
     "data.loader": "attacker.module:load",
+    "data.stream": "{hash_key: id, max_eval_examples: 1}",
     "task.type": "regression",
     "task.options": "{threshold: 0.01}",
     "export.golden_requests": "1",

@@ -61,6 +61,13 @@ FIELDS: dict[str, tuple[Role, str]] = {
     "data.limit": (V, "caps the examples, and with them the test set the gate judges on"),
     "data.cache": (H, "tf.data caching"),
     "data.shuffle_buffer": (H, "tf.data shuffling"),
+    "data.stream": (
+        V,
+        "one block (classified as a whole, like gate.absolute): its hash key/buckets or "
+        "explicit test location choose the test set the gate judges on, on_error: skip drops "
+        "records from it, max_eval_examples bounds it; a per-environment S3 endpoint comes "
+        "from AWS_ENDPOINT_URL_S3, and data.path stays a 'where'",
+    ),
     # model, train, checkpoints, backup: they shape the model the gate then judges
     "model.builder": (H, "the model under judgement, not the judgement"),
     "model.options": (H, "the model under judgement, not the judgement"),

@@ -121,12 +121,75 @@ class FeatureDecl(_Section):
     )
 
 
+class StreamSplitLocations(_Section):
+    """Explicit split locations (each a path, glob, gs:// or s3:// prefix)."""
+
+    train: str = Field(min_length=1, max_length=4096)
+    validation: str = Field(min_length=1, max_length=4096)
+    test: str = Field(min_length=1, max_length=4096)
+
+
+class StreamConfig(_Section):
+    """`data.stream`: read sharded files with tf.data instead of loading them into memory
+    (tfship.data.stream; docs/data-at-scale.md). `data.path` is the location (path, glob,
+    gs:// or s3://) unless `locations` names one per split."""
+
+    hash_key: str | None = Field(
+        None,
+        max_length=256,
+        description="hash split on this feature (stable per example); fractions from "
+        "data.validation_fraction/test_fraction",
+    )
+    hash_key_dtype: Literal["string", "int64"] | None = Field(
+        None, description="the key's type when it is not a declared feature (default string)"
+    )
+    hash_buckets: int = Field(10_000, ge=2, le=10**7)
+    locations: StreamSplitLocations | None = Field(
+        None, description="explicit train/validation/test locations instead of a hash split"
+    )
+    compression: Literal["auto", "none", "GZIP", "ZLIB"] = Field(
+        "auto", description="auto: .gz files are GZIP"
+    )
+    label_dtype: Literal["int64", "string", "float32"] = "int64"
+    cycle_length: int = Field(16, ge=1, le=1024, description="shards read at once")
+    on_error: Literal["fail", "skip"] = "fail"
+    max_bad_records: int = Field(0, ge=0, le=10**12)
+    s3_endpoint_url: str | None = Field(
+        None, max_length=2048, description="S3-compatible endpoint (MinIO); default from env"
+    )
+    stage_dir: str | None = Field(None, max_length=4096, description="S3 staging directory")
+    stage_max_bytes: int = Field(2 << 30, ge=1 << 20, le=1 << 50)
+    max_eval_examples: int = Field(
+        200_000,
+        ge=1,
+        le=10**8,
+        description="bound on the validation/test examples held in memory (more: exit 4)",
+    )
+
+    @model_validator(mode="after")
+    def _one_split(self) -> StreamConfig:
+        if (self.hash_key is None) == (self.locations is None):
+            raise ValueError(
+                "data.stream needs exactly one of hash_key (a hash split on a key feature) "
+                "or locations (explicit train/validation/test locations)"
+            )
+        return self
+
+
+def _is_url(value: Any) -> bool:
+    return isinstance(value, str) and "://" in value
+
+
 class DataConfig(_Section):
     """Input data, its schema and the train/validation/test split."""
 
     source: DataSource = DataSource.DEMO
-    path: Path | None = Field(
-        None, description="file or directory; required unless source=demo or loader"
+    # A str only for a URL (s3://, gs://: a Path would turn s3://b/x into s3:/b/x), which
+    # only data.stream reads; every local path is a Path.
+    path: Path | str | None = Field(
+        None,
+        description="file or directory; required unless source=demo or loader; with "
+        "data.stream also a glob, gs:// or s3:// location",
     )
     loader: str | None = Field(
         None,
@@ -153,6 +216,14 @@ class DataConfig(_Section):
     )
     cache: bool = True
     shuffle_buffer: int = Field(2048, ge=1, le=10**7, description="examples held for shuffling")
+    stream: StreamConfig | None = Field(
+        None, description="stream sharded files with tf.data (None: load into memory)"
+    )
+
+    @field_validator("path", mode="after")
+    @classmethod
+    def _local_path(cls, value: Path | str | None) -> Path | str | None:
+        return Path(value) if isinstance(value, str) and not _is_url(value) else value
 
     @field_validator("features")
     @classmethod
@@ -186,8 +257,25 @@ class DataConfig(_Section):
                 f"data.loader is set but data.source is '{self.source.value}'; "
                 "a loader replaces the source (source: loader)"
             )
-        elif self.source != DataSource.DEMO and self.path is None:
+        elif (
+            self.source != DataSource.DEMO
+            and self.path is None
+            and (self.stream is None or self.stream.locations is None)
+        ):
             raise ValueError(f"data.path is required when data.source is '{self.source.value}'")
+        if self.stream is not None:
+            if self.source not in (DataSource.TFRECORD, DataSource.CSV, DataSource.PARQUET):
+                raise ValueError(
+                    "data.stream reads tfrecord, csv or parquet shards; data.source is "
+                    f"'{self.source.value}'"
+                )
+            if not self.features:
+                raise ValueError(
+                    "data.stream needs data.features (and data.label) declared: the schema "
+                    "cannot be inferred without reading all the data"
+                )
+            if self.limit is not None:
+                raise ValueError("data.limit applies to the in-memory path, not data.stream")
         if self.features and self.label in self.features:
             raise ValueError(
                 f"data.label '{self.label}' is also listed in data.features: the model would "

@@ -105,6 +105,15 @@ class Splits:
         image = self.schema.single_image
         return image.shape if image is not None else None
 
+    @property
+    def train_size(self) -> int:
+        """Training examples (a StreamSplits counts them without holding them)."""
+        return len(self.y_train)
+
+    def class_weight_labels(self) -> np.ndarray:
+        """The training labels `task.class_weights` weighs classes by."""
+        return self.y_train
+
 
 @dataclass(frozen=True)
 class DataResult:
@@ -149,12 +158,25 @@ def _schema_of(cfg: PipelineConfig, loaded: LoadedData) -> Schema:
     return schema
 
 
-def load_splits(cfg: PipelineConfig) -> Splits:
+def load_splits(cfg: PipelineConfig) -> Any:
     """Load `cfg.data`, fit it to the schema, encode the labels with the task, shuffle with
-    `cfg.run.seed` and split train/validation/test (stratified when the task allows)."""
+    `cfg.run.seed` and split train/validation/test (stratified when the task allows).
+
+    With `data.stream`: a `tfship.data.streamed.StreamSplits` (validation/test in memory, the
+    training split streamed; see that module)."""
     from sklearn.model_selection import train_test_split
 
     dcfg = cfg.data
+    if dcfg.stream is not None:
+        from tfship.data.streamed import load_stream_splits
+
+        return load_stream_splits(cfg)
+    if isinstance(dcfg.path, str) and dcfg.source.value not in ("demo", "loader"):
+        raise DataError(
+            f"data.path {dcfg.path} is a URL; the in-memory loaders read local files only",
+            hint="add a data.stream block (docs/data-at-scale.md) to stream shards from object "
+            "storage, or copy the data to local disk",
+        )
     task = cfg.task_obj
     where = f"data ({dcfg.source.value}{f' {dcfg.path}' if dcfg.path else ''})"
     loaded = load(dcfg)
@@ -283,13 +305,19 @@ def _per_class(cfg: PipelineConfig, splits: Splits) -> dict[str, dict[str, int]]
     if any(k is None for k in keys.values()):
         return None
     names = splits.label_names
+    train_ids = splits.train_label_ids() if getattr(splits, "streamed", False) else None
+    if getattr(splits, "streamed", False) and train_ids is None:
+        return None
 
     def label(c: Any) -> str:
         return names[int(c)] if 0 <= int(c) < len(names) else str(c)
 
     out = {}
     for name, key in keys.items():
-        counts = Counter(np.asarray(key).tolist())
+        if name == "train" and train_ids is not None:
+            counts = Counter(train_ids)
+        else:
+            counts = Counter(np.asarray(key).tolist())
         out[name] = {
             label(c): int(counts.get(c, 0)) for c in sorted(set(range(len(names))) | set(counts))
         }
@@ -302,7 +330,7 @@ def run_data(cfg: PipelineConfig, run_dir: RunDir, *, splits: Splits | None = No
     splits = load_splits(cfg) if splits is None else splits
     run_dir.ensure()
     sizes = {
-        "train": len(splits.y_train),
+        "train": splits.train_size,
         "validation": len(splits.y_val),
         "test": len(splits.y_test),
     }
@@ -324,6 +352,10 @@ def run_data(cfg: PipelineConfig, run_dir: RunDir, *, splits: Splits | None = No
     per_class = _per_class(cfg, splits)
     if per_class is not None:
         summary["per_class"] = per_class
+    if getattr(splits, "streamed", False):
+        summary["stream"] = splits.stream_summary()
+        for name, prof in splits.profiles.items():  # fingerprint, listing, sample statistics
+            prof.write(run_dir.root / f"data.stream.{name}.json")
     atomic_write_json(run_dir.data_json, summary)
     schema_json = run_dir.root / SCHEMA_FILE
     atomic_write_json(schema_json, splits.schema.to_json())

@@ -37,6 +37,14 @@ class FileEntry:
 
 def require_path(cfg: DataConfig) -> Path:
     assert cfg.path is not None  # guaranteed by DataConfig validation
+    if cfg.stream is not None or not isinstance(cfg.path, Path):
+        # The stages read data.stream with tfship.data.stream; what still reads files this
+        # way (`tfship data snapshot` / `data changed`) does not compare listings yet.
+        raise DataError(
+            f"data.path {cfg.path} is read with data.stream; this command reads local files "
+            "with the in-memory loaders and does not support data.stream yet",
+            hint="see docs/data-at-scale.md (status)",
+        )
     if not cfg.path.exists():
         raise DataError(
             f"data.path {cfg.path} does not exist (data.source={cfg.source.value})",

@@ -1,7 +1,7 @@
 """Streaming data at scale: sharded files on local disk, gs:// or s3://, read with tf.data.
 
-Not wired into `tfship data` / `tfship train` yet (see docs/data-at-scale.md); the in-memory
-path (tfship.data) stays the one the stages use. Modules:
+Used by the stages when pipeline.yaml has a `data.stream` block (tfship.data.streamed;
+docs/data-at-scale.md); without one the in-memory path (tfship.data) is used. Modules:
 
 - `locations`: parse a location, list its shards (path, size, checksum, version)
 - `staging`: S3 shards downloaded ahead of the reader into a byte-bounded local cache

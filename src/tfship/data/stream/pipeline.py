@@ -151,7 +151,9 @@ class StreamSource(BadInput):
         def per_file(path: Any) -> Any:
             tail = (
                 tf.data.Dataset.from_tensors(path)
-                .map(lambda p: tf.py_function(release, [p], tf.string))
+                # py_function's output has no static shape; the records' is [] (a hash split
+                # masks batches of them, which needs a known rank).
+                .map(lambda p: tf.ensure_shape(tf.py_function(release, [p], tf.string), []))
                 .filter(lambda _: False)
             )
             return raw(path).concatenate(tail)
@@ -172,7 +174,7 @@ class StreamSource(BadInput):
         assert split is not None
         dtype = tf.string
         f = next((f for f in self.schema.features if f.name == split.key), None)
-        if f is not None and f.dtype == "int64":
+        if (split.key_dtype or (f.dtype if f is not None else "string")) == "int64":
             dtype = tf.int64
         if self.format == "tfrecord":
             spec = {split.key: tf.io.FixedLenFeature([], dtype)}
@@ -202,12 +204,20 @@ class StreamSource(BadInput):
         input_context: Any = None,
         epochs: int | None = 1,
         split: str | None = None,
+        epoch: Any = None,
+        drop_remainder: bool | None = None,
     ) -> Any:
         """Batches of (features dict, label). `input_context` (tf.distribute.InputContext):
-        this pipeline's FILE or DATA shard, and the per-replica batch."""
+        this pipeline's FILE or DATA shard, and the per-replica batch.
+
+        `epoch` (an int or an int64 scalar tensor, e.g. inside `flat_map`): exactly that one
+        epoch, its file order and shuffle a stateless function of (seed, epoch) — the same
+        order whenever it is rebuilt (what exact resume replays); `epochs` is then ignored."""
         import tensorflow as tf
 
         opts = self.options
+        if drop_remainder is not None:
+            opts = replace(opts, drop_remainder=drop_remainder)
         autotune = tf.data.AUTOTUNE
         pipelines, index, batch = 1, 0, global_batch
         if input_context is not None:
@@ -218,9 +228,9 @@ class StreamSource(BadInput):
         self.last_decision = decision
         shards = shard_files(list(self.shards), decision, index)
 
-        files = self._files_dataset(shards, epochs)
+        files = self._files_dataset(shards, epochs, epoch)
         if self.format == "parquet":
-            ds = self._parquet(files, batch)
+            ds = self._parquet(files, batch, opts.drop_remainder)
             if decision.policy == "DATA":
                 ds = ds.unbatch().shard(pipelines, index).batch(batch)
         else:
@@ -239,7 +249,10 @@ class StreamSource(BadInput):
         if opts.shuffle_buffer:
             if self.format == "parquet":
                 ds = ds.unbatch()
-            ds = ds.shuffle(opts.shuffle_buffer, seed=opts.seed)
+            seed: Any = opts.seed
+            if epoch is not None:
+                seed = tf.constant(opts.seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64)
+            ds = ds.shuffle(opts.shuffle_buffer, seed=seed)
             if self.format == "parquet":
                 ds = ds.batch(batch)
         if self.format != "parquet":
@@ -283,11 +296,13 @@ class StreamSource(BadInput):
 
         return keep
 
-    def _files_dataset(self, shards: list[Shard], epochs: int | None) -> Any:
+    def _files_dataset(self, shards: list[Shard], epochs: int | None, epoch: Any = None) -> Any:
         import tensorflow as tf
 
         if not shards:
             return tf.data.Dataset.from_tensor_slices(tf.constant([], tf.string))
+        if epoch is not None:
+            return self._epoch_files(shards, epoch)
         if self.stager is None:
             ds = tf.data.Dataset.from_tensor_slices([s.path for s in shards])
             if self.options.shuffle_files:
@@ -303,7 +318,28 @@ class StreamSource(BadInput):
 
         return tf.data.Dataset.from_generator(staged, output_signature=tf.TensorSpec([], tf.string))
 
-    def _parquet(self, files: Any, batch: int) -> Any:
+    def _epoch_files(self, shards: list[Shard], epoch: Any) -> Any:
+        """One epoch's shards in a stateless seeded order (independent of TF's global seed)."""
+        import tensorflow as tf
+
+        if self.stager is not None:
+            stager, order = self.stager, self.file_order
+
+            def staged(e: Any) -> Iterator[str]:
+                yield from stager.paths(order(shards, int(e)))
+
+            return tf.data.Dataset.from_generator(
+                staged,
+                args=(tf.cast(epoch, tf.int64),),
+                output_signature=tf.TensorSpec([], tf.string),
+            )
+        paths = tf.constant([s.path for s in shards])
+        if self.options.shuffle_files:
+            seed = tf.stack([tf.constant(self.options.seed, tf.int64), tf.cast(epoch, tf.int64)])
+            paths = tf.random.experimental.stateless_shuffle(paths, seed=seed)
+        return tf.data.Dataset.from_tensor_slices(paths)
+
+    def _parquet(self, files: Any, batch: int, drop_remainder: bool = False) -> Any:
         import tensorflow as tf
 
         sig = readers.parquet_signature(self.schema, self.label)
@@ -324,7 +360,7 @@ class StreamSource(BadInput):
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
-        return ds.rebatch(batch, drop_remainder=self.options.drop_remainder)
+        return ds.rebatch(batch, drop_remainder=drop_remainder)
 
     def close(self) -> None:
         if self.stager is not None:

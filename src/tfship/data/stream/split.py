@@ -42,6 +42,7 @@ class HashSplit:
     validation_fraction: float = 0.15
     test_fraction: float = 0.15
     buckets: int = 10_000
+    key_dtype: str | None = None  # "int64" | "string"; None: the key feature's, else string
 
     def __post_init__(self) -> None:
         if not (0 <= self.validation_fraction < 1 and 0 <= self.test_fraction < 1):

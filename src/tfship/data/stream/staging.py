@@ -166,6 +166,7 @@ class Stager:
         if self._client is None:
             self._client = s3_client(self.endpoint_url)
         pending: deque[tuple[Shard, Future[Path]]] = deque()
+        yielded: list[str] = []
         nxt = 0
         with ThreadPoolExecutor(self.workers, thread_name_prefix="tfship-stage") as pool:
             try:
@@ -217,7 +218,17 @@ class Stager:
                         self.stats.peak_bytes = max(
                             self.stats.peak_bytes, self._on_disk + self._in_flight
                         )
+                    yielded.append(str(path))
                     yield str(path)
+            except GeneratorExit:
+                # Closed before the end (an epoch cut short by `take`, an iterator dropped,
+                # which tears the reader down too): shards the reader took but did not finish
+                # are evicted here, or they would hold the cache's bytes for the rest of the
+                # run (release ignores finished ones). Not on a normal end: the interleave may
+                # not have opened the last names yet.
+                for done in yielded:
+                    self.release(done)
+                raise
             finally:
                 for _, fut in pending:
                     fut.cancel()
