@@ -8,6 +8,18 @@ code is 0 (retrain) or 12 (NoChange, skip), which is what the pipeline's `rules`
 
 The scan only lists and hashes files, with the same rules as the loaders in tfship.data, so
 the fingerprint equals `load_splits(cfg).fingerprint` without decoding any image.
+
+With `data.stream` (docs/data-at-scale.md) nothing is hashed whole: the location(s) are listed
+(local path/glob, `gs://` through tf.io.gfile, `s3://` through boto3) and `run_changed`
+compares that listing with the baseline's file list (`diff_listings`: relative path, size,
+checksum = S3 ETag; where neither side has a checksum, the version = mtime / LastModified when
+the baseline recorded one — `tfship data snapshot` does, the data.manifest.json written by
+`tfship data` and copied into exports does not). When a local or gs:// listing is unchanged and
+the baseline has neither checksums nor versions, the bounded stream fingerprint (listing +
+content sample, `tfship.data.stream.profile`) is computed and compared too, so a same-size
+rewrite of a sampled shard is still seen. A baseline with only a fingerprint is compared by
+that fingerprint. `tfship data snapshot` records the stream fingerprint (the one
+`load_splits(cfg).fingerprint` gives) and the listing with versions.
 """
 
 from __future__ import annotations
@@ -15,14 +27,15 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from tfship.artifacts import MANIFEST
 from tfship.config import DataSource, PipelineConfig
 from tfship.data import FileEntry
-from tfship.errors import ConfigError, ExitCode
+from tfship.errors import ConfigError, DataError, ExitCode
 from tfship.fsutil import atomic_write_json
 from tfship.rundir import RunDir
 
@@ -34,15 +47,75 @@ EXPORT_DATA_MANIFEST = Path("assets.extra") / "tfship-data-manifest.json"
 
 @dataclass(frozen=True)
 class DataSnapshot:
-    fingerprint: str
+    fingerprint: str | None  # None: a stream listing taken without its content sample
     files: tuple[FileEntry, ...]
+    # data.stream: the listing (relative paths as in `files`, "<split>/" prefixed for explicit
+    # split locations) with checksum and version; None for the in-memory sources.
+    shards: tuple[Any, ...] | None = None
+
+
+SPLIT_NAMES = ("train", "validation", "test")  # tfship.data.streamed's order and prefixes
+
+
+def _stream_entries(shards: tuple[Any, ...]) -> tuple[FileEntry, ...]:
+    # What tfship.data.streamed records in data.manifest.json: the checksum (S3 ETag) or "".
+    return tuple(FileEntry(s.rel, int(s.size), str(s.checksum or "")) for s in shards)
+
+
+def scan_stream(cfg: PipelineConfig, *, with_fingerprint: bool = True) -> DataSnapshot:
+    """The `data.stream` location(s) listed; with `with_fingerprint`, also the bounded stream
+    fingerprint (listing + content sample: reads a sample of shards, on S3 downloads them) —
+    the value `load_splits(cfg).fingerprint` has. No shard is read without it."""
+    from tfship.data.stream.locations import list_location
+
+    scfg = cfg.data.stream
+    assert scfg is not None
+    if scfg.hash_key is not None:
+        if cfg.data.path is None:
+            raise DataError("data.stream with hash_key reads data.path; it is not set")
+        locations = {"": str(cfg.data.path)}
+    else:
+        assert scfg.locations is not None  # DataConfig validation: hash_key or locations
+        locations = {f"{s}/": getattr(scfg.locations, s) for s in SPLIT_NAMES}
+    if not with_fingerprint:
+        shards = tuple(
+            replace(s, rel=prefix + s.rel)
+            for prefix, loc in locations.items()
+            for s in list_location(loc, s3_endpoint_url=scfg.s3_endpoint_url)
+        )
+        return DataSnapshot(None, _stream_entries(shards), shards)
+
+    from tfship.data.stream import StreamSource, profile
+    from tfship.data.streamed import stream_options, stream_schema
+
+    schema, opts = stream_schema(cfg), stream_options(cfg)
+    fingerprints: dict[str, str] = {}
+    listed: list[Any] = []
+    for prefix, loc in locations.items():
+        split = prefix.rstrip("/") or None
+        src = StreamSource.open("" if split else loc, schema, opts, split=split)
+        try:
+            prof = profile(src)
+        finally:
+            src.close()
+        fingerprints[split or "all"] = prof.fingerprint
+        listed.extend(replace(s, rel=prefix + s.rel) for s in prof.shards)
+    if len(fingerprints) == 1:
+        fp = fingerprints["all"]
+    else:  # as load_stream_splits combines the three splits' fingerprints
+        fp = hashlib.sha256(json.dumps(fingerprints, sort_keys=True).encode()).hexdigest()
+    shards = tuple(listed)
+    return DataSnapshot(fp, _stream_entries(shards), shards)
 
 
 def scan(cfg: PipelineConfig) -> DataSnapshot:
-    """Fingerprint and manifest of `cfg.data` as it is now (files hashed, nothing decoded)."""
+    """Fingerprint and manifest of `cfg.data` as it is now (files hashed, nothing decoded;
+    with `data.stream`, listed plus the bounded content sample: `scan_stream`)."""
     from tfship.data.files import file_manifest, manifest_bytes, source_files
     from tfship.data.loaders import load
 
+    if cfg.data.stream is not None:
+        return scan_stream(cfg)
     if cfg.data.source in (DataSource.DEMO, DataSource.LOADER):
         # Built-in data and a data.loader's have no files; the fingerprint is the content hash
         # the loader makes.
@@ -72,12 +145,17 @@ class SnapshotResult:
 def run_snapshot(cfg: PipelineConfig, run_dir: RunDir) -> SnapshotResult:
     """Write `<run dir>/data.manifest.json`: fingerprint + every file's path, size, sha256."""
     snap = scan(cfg)
+    assert snap.fingerprint is not None
     path = run_dir.ensure().root / MANIFEST_FILE
+    files = [dict(e.__dict__) for e in snap.files]
+    if snap.shards is not None:  # data.stream: the version lets a rewrite be seen
+        for row, shard in zip(files, snap.shards, strict=True):
+            row["version"] = shard.version
     atomic_write_json(
         path,
         {
             "fingerprint": snap.fingerprint,
-            "files": [e.__dict__ for e in snap.files],
+            "files": files,
             "source": cfg.data.source.value,
             "path": str(cfg.data.path) if cfg.data.path else None,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -94,6 +172,9 @@ class Baseline:
     source: str  # where it was read from
     fingerprint: str
     files: tuple[FileEntry, ...] | None  # None: only a fingerprint was recorded
+    # path -> version (mtime / S3 LastModified) where the manifest recorded one
+    # (`tfship data snapshot` of a data.stream config)
+    versions: Mapping[str, str] = field(default_factory=dict)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -118,7 +199,16 @@ def _from_json(path: Path) -> Baseline:
     entries = (
         tuple(_entry(f, path, i) for i, f in enumerate(files)) if isinstance(files, list) else None
     )
-    return Baseline(str(path), fingerprint, entries)
+    versions = (
+        {
+            f["path"]: f["version"]
+            for f in files
+            if isinstance(f, dict) and isinstance(f.get("version"), str)
+        }
+        if isinstance(files, list)
+        else {}
+    )
+    return Baseline(str(path), fingerprint, entries, versions)
 
 
 def _entry(record: Any, path: Path, i: int) -> FileEntry:
@@ -185,7 +275,7 @@ class ChangedResult:
     changed: bool
     reason: str
     since: str
-    fingerprint: str
+    fingerprint: str | None  # None: a data.stream listing decided (content sample not read)
     since_fingerprint: str | None
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
@@ -250,11 +340,86 @@ def compare(now: DataSnapshot, base: Baseline, *, min_changed_files: int = 1) ->
     )
 
 
+def compare_stream(
+    now: DataSnapshot, base: Baseline, *, min_changed_files: int = 1
+) -> ChangedResult:
+    """Diff a data.stream listing with a recorded file list (`diff_listings`)."""
+    from tfship.data.stream.locations import Shard
+    from tfship.data.stream.profile import diff_listings
+
+    assert now.shards is not None and base.files is not None
+    old = [
+        Shard(e.path, e.path, e.size, e.sha256 or None, base.versions.get(e.path))
+        for e in base.files
+    ]
+    # A version is compared only where the baseline recorded one for that file.
+    new = [
+        Shard(s.rel, s.rel, s.size, s.checksum, s.version if s.rel in base.versions else None)
+        for s in now.shards
+    ]
+    added, removed, modified = diff_listings(old, new)
+    n = len(added) + len(removed) + len(modified)
+    changed = n >= min_changed_files
+    reason = f"{len(added)} added, {len(removed)} removed, {len(modified)} modified" + (
+        "" if changed or n == 0 else f"; fewer than --min-changed-files {min_changed_files}"
+    )
+    return ChangedResult(
+        changed,
+        reason,
+        base.source,
+        now.fingerprint,
+        base.fingerprint,
+        added,
+        removed,
+        modified,
+        0 if changed else int(ExitCode.NO_CHANGE),
+    )
+
+
+def _changed_stream(
+    cfg: PipelineConfig, base: Baseline | None, since: str, n: int
+) -> ChangedResult:
+    if base is None or base.files is None:
+        # First run, or only a fingerprint recorded: the fingerprint decides (content sample).
+        now = scan_stream(cfg)
+        if base is None:
+            return ChangedResult(True, "no champion yet (first run)", since, now.fingerprint, None)
+        return compare(now, base)
+    now = scan_stream(cfg, with_fingerprint=False)
+    result = compare_stream(now, base, min_changed_files=n)
+    assert now.shards is not None
+    unverifiable = (
+        not result.added
+        and not result.removed
+        and not result.modified
+        and not any(e.sha256 for e in base.files)
+        and not base.versions
+    )
+    if unverifiable:
+        # Same paths and sizes, and nothing recorded that a same-size rewrite would change:
+        # compare the bounded fingerprint (its content sample) with the recorded one.
+        full = scan_stream(cfg)
+        if full.fingerprint != base.fingerprint:
+            return ChangedResult(
+                True,
+                "same files and sizes, but the fingerprint (content sample) differs",
+                base.source,
+                full.fingerprint,
+                base.fingerprint,
+            )
+        return replace(
+            result, fingerprint=full.fingerprint, reason=result.reason + "; same fingerprint"
+        )
+    return result
+
+
 def run_changed(cfg: PipelineConfig, since: str, *, min_changed_files: int = 1) -> ChangedResult:
     """Compare the data now with `since` (file, run dir, export dir or `champion`)."""
     if min_changed_files < 1:
         raise ConfigError(f"--min-changed-files must be >= 1; received {min_changed_files}")
     base = load_baseline(cfg, since)
+    if cfg.data.stream is not None:
+        return _changed_stream(cfg, base, since, min_changed_files)
     now = scan(cfg)
     if base is None:
         return ChangedResult(True, "no champion yet (first run)", since, now.fingerprint, None)

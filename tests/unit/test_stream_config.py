@@ -68,9 +68,11 @@ def test_an_object_store_location_without_a_stream_block_is_refused_when_the_dat
     assert "data.stream" in str(info.value.hint)
 
 
-def test_data_snapshot_and_changed_refuse_a_stream_clearly_until_they_compare_listings():
-    from tfship.datachange import scan
+def test_the_in_memory_loaders_refuse_a_stream_config_clearly():
+    # `tfship data snapshot` / `changed` list a stream instead
+    # (tests/integration/test_stream_changed.py); the in-memory loaders never read one.
+    from tfship.data.files import require_path
     from tfship.errors import DataError
 
-    with pytest.raises(DataError, match=r"does not support data\.stream yet"):
-        scan(cfg(features=FEATURES, stream={"hash_key": "id"}))
+    with pytest.raises(DataError, match=r"in-memory loaders read only local files"):
+        require_path(cfg(features=FEATURES, stream={"hash_key": "id"}).data)

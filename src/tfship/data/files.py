@@ -38,12 +38,14 @@ class FileEntry:
 def require_path(cfg: DataConfig) -> Path:
     assert cfg.path is not None  # guaranteed by DataConfig validation
     if cfg.stream is not None or not isinstance(cfg.path, Path):
-        # The stages read data.stream with tfship.data.stream; what still reads files this
-        # way (`tfship data snapshot` / `data changed`) does not compare listings yet.
+        # A data.stream config is read by tfship.data.stream (the stages) and listed by
+        # tfship.datachange.scan_stream (`tfship data snapshot` / `data changed`); only the
+        # in-memory loaders come here, and they read local files.
         raise DataError(
-            f"data.path {cfg.path} is read with data.stream; this command reads local files "
-            "with the in-memory loaders and does not support data.stream yet",
-            hint="see docs/data-at-scale.md (status)",
+            f"data.path {cfg.path} is read with data.stream; the in-memory loaders read only "
+            "local files without a data.stream block",
+            hint="load it with tfship.data.load_splits (it reads data.stream); see "
+            "docs/data-at-scale.md",
         )
     if not cfg.path.exists():
         raise DataError(
