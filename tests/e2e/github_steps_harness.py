@@ -47,7 +47,9 @@ EXPR = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
 IDENT = re.compile(r"(?<![\w'])([A-Za-z_][\w-]*(?:\.[\w*-]+)*)(?![\w'(])")
 FUNCS = {"format", "contains", "startsWith", "endsWith", "fromJSON", "toJSON", "always"}
 FUNCS |= {"hashFiles"}
-AMBIENT = ("GITHUB_", "CI_", "TFSHIP_", "GITLAB_", "AWS_")  # never leak into a job
+# never leak into a job; COV_CORE_/COVERAGE_: an outer `pytest --cov` (make test) would make
+# the job's own `pytest --cov` a measured subprocess of it, which then writes no coverage.xml
+AMBIENT = ("GITHUB_", "CI_", "TFSHIP_", "GITLAB_", "AWS_", "COV_CORE_", "COVERAGE_")
 FUNCS |= {"success", "failure", "cancelled", "true", "false", "null"}
 
 
