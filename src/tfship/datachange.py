@@ -322,6 +322,18 @@ def compare(now: DataSnapshot, base: Baseline, *, min_changed_files: int = 1) ->
             if (new[p].size, new[p].sha256) != (old[p].size, old[p].sha256)
         )
     )
+    return _file_changes(now, base, added, removed, modified, min_changed_files)
+
+
+def _file_changes(
+    now: DataSnapshot,
+    base: Baseline,
+    added: tuple[str, ...],
+    removed: tuple[str, ...],
+    modified: tuple[str, ...],
+    min_changed_files: int,
+) -> ChangedResult:
+    """The verdict on a file-level diff, for in-memory file lists and stream listings alike."""
     n = len(added) + len(removed) + len(modified)
     changed = n >= min_changed_files
     reason = f"{len(added)} added, {len(removed)} removed, {len(modified)} modified" + (
@@ -358,22 +370,7 @@ def compare_stream(
         for s in now.shards
     ]
     added, removed, modified = diff_listings(old, new)
-    n = len(added) + len(removed) + len(modified)
-    changed = n >= min_changed_files
-    reason = f"{len(added)} added, {len(removed)} removed, {len(modified)} modified" + (
-        "" if changed or n == 0 else f"; fewer than --min-changed-files {min_changed_files}"
-    )
-    return ChangedResult(
-        changed,
-        reason,
-        base.source,
-        now.fingerprint,
-        base.fingerprint,
-        added,
-        removed,
-        modified,
-        0 if changed else int(ExitCode.NO_CHANGE),
-    )
+    return _file_changes(now, base, added, removed, modified, min_changed_files)
 
 
 def _changed_stream(

@@ -28,7 +28,7 @@ from tfship.data.labels import (
     check_pixels,
 )
 from tfship.data.loaders import LoadedData, load
-from tfship.data.schema import Kind, Schema
+from tfship.data.schema import Kind, LabelledSplits, Schema
 from tfship.errors import DataError
 from tfship.fsutil import atomic_write_json
 from tfship.rundir import RunDir
@@ -61,7 +61,7 @@ def take(x: Any, idx: Any) -> dict[str, np.ndarray]:
 
 
 @dataclass(frozen=True)
-class Splits:
+class Splits(LabelledSplits):
     """Train/validation/test features and encoded labels, plus what identifies the data.
 
     `x_*` map feature name -> array (rows = examples); `y_*` are encoded by the task. Bare
@@ -90,20 +90,6 @@ class Splits:
         object.__setattr__(self, "label_names", tuple(self.label_names))
         if self.schema is None:
             object.__setattr__(self, "schema", infer_schema(self.x_train, "label"))
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.label_names
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.label_names)
-
-    @property
-    def input_shape(self) -> tuple[int, ...] | None:
-        """The single image feature's shape (the legacy builder form), else None."""
-        image = self.schema.single_image
-        return image.shape if image is not None else None
 
     @property
     def train_size(self) -> int:

@@ -240,3 +240,25 @@ def check_column(feature: Feature, values: np.ndarray, where: str) -> None:
 def feature_names(schema: Schema, columns: Iterable[str]) -> list[str]:
     """Columns the data has that the schema does not use (reported, never an error)."""
     return [c for c in columns if c not in schema.names and c != schema.label]
+
+
+class LabelledSplits:
+    """What a splits object (in memory or streamed) derives from its `label_names` and
+    `schema`: one definition for both."""
+
+    label_names: tuple[str, ...]
+    schema: Schema
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.label_names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """The single image feature's shape (the legacy builder form), else None."""
+        image = self.schema.single_image
+        return image.shape if image is not None else None

@@ -33,7 +33,7 @@ import numpy as np
 
 from tfship.data.files import FileEntry
 from tfship.data.infer import conform
-from tfship.data.schema import DTYPES, Feature, Kind, Schema
+from tfship.data.schema import DTYPES, Feature, Kind, LabelledSplits, Schema
 from tfship.errors import DataError
 
 if TYPE_CHECKING:
@@ -200,7 +200,7 @@ def count_train(src: StreamSource, split: str | None) -> TrainCount:
 
 
 @dataclass(frozen=True)
-class StreamSplits:
+class StreamSplits(LabelledSplits):
     """What the stages read of a streamed data set (see the module docstring)."""
 
     x_train: dict[str, np.ndarray]  # the training *sample* (ModelSpec), not the split
@@ -221,19 +221,6 @@ class StreamSplits:
     profiles: dict[str, Profile] = field(default_factory=dict, repr=False)
 
     streamed = True
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.label_names
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.label_names)
-
-    @property
-    def input_shape(self) -> tuple[int, ...] | None:
-        image = self.schema.single_image
-        return image.shape if image is not None else None
 
     def train_label_ids(self) -> dict[int, int] | None:
         """Encoded class id -> training examples (classification-like tasks), else None."""
