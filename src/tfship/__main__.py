@@ -1,3 +1,3 @@
-from tfship.cli import main
+from tfship.cli import entry
 
-raise SystemExit(main())
+raise SystemExit(entry())

@@ -8,6 +8,7 @@ module prints, and every log record while a command runs, goes through tfship.re
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import os
@@ -180,5 +181,19 @@ def _run_command(args: argparse.Namespace) -> int:
     return int(getattr(result, "exit_code", ExitCode.OK))
 
 
+def entry() -> int:
+    """The `tfship` program: `main`, then a quick interpreter teardown.
+
+    With TensorFlow loaded, CPython's teardown spends ~0.6 s (measured on a 2-core runner)
+    in garbage-collector passes over TF's object graph, for every command. Collect what is
+    garbage now (its finalizers run), then freeze the survivors out of the collector:
+    atexit handlers, thread joins and module cleanup still run as before.
+    """
+    code = main()
+    gc.collect()
+    gc.freeze()
+    return code
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(entry())

@@ -1,7 +1,8 @@
-"""The pipeline's Trivy scans run concurrently (the project's ones from the start of `tfship
-run`), and a scan that fails in the background is never lost: it is raised, with exit code 11,
-once every scan has finished. A fake `trivy` stands in for the binary: each project scan waits
-until the other one has started, so scans run one after the other would fail, not pass."""
+"""The pipeline's Trivy scans run concurrently (the project's config + secret scan, one Trivy
+process, from the start of the export stage; the export's secret scan alongside it), and a scan
+that fails in the background is never lost: it is raised, with exit code 11, once every scan has
+finished. A fake `trivy` stands in for the binary: with FAKE_TRIVY_CONCURRENT set, the project
+scan waits until the export's scan has started, so scans run one after the other would fail."""
 
 from __future__ import annotations
 
@@ -29,23 +30,37 @@ if args[:1] == ["--version"]:
 out = Path(args[args.index("--output") + 1])
 fmt = args[args.index("--format") + 1]
 kind, target = args[0], args[-1]
+scanners = args[args.index("--scanners") + 1] if "--scanners" in args else ""
 marks = Path(os.environ["FAKE_TRIVY_MARKS"])
 project = Path(os.environ["FAKE_TRIVY_PROJECT"]).resolve()
-if kind in ("config", "fs") and fmt == "json" and Path(target).resolve() == project:
-    (marks / kind).touch()
-    other = marks / ("fs" if kind == "config" else "config")
-    for _ in range(600):  # the other project scan must be running at the same time
-        if other.exists():
+name = "tree" if Path(target).resolve() == project else "export"
+with open(marks / "calls", "a") as calls:
+    print(kind, name, fmt, scanners, file=calls)
+if fmt == "json":
+    (marks / name).touch()
+if name == "tree" and fmt == "json" and os.environ.get("FAKE_TRIVY_CONCURRENT"):
+    for _ in range(600):  # the export's scan must be running at the same time
+        if (marks / "export").exists():
             break
         time.sleep(0.05)
     else:
-        print(f"FATAL {{kind}}: the other project scan never started", file=sys.stderr)
+        print("FATAL tree: the export scan never started", file=sys.stderr)
         sys.exit(4)
-if kind in os.environ.get("FAKE_TRIVY_FAIL", "").split(","):
-    print(f"FATAL {{kind}} broke", file=sys.stderr)
+if name in os.environ.get("FAKE_TRIVY_FAIL", "").split(","):
+    print(f"FATAL {{name}} broke", file=sys.stderr)
     sys.exit(3)
+results = []
+if name == "tree":  # one misconfiguration (config scan) and one secret (secret scan)
+    results = [
+        {{"Target": "Dockerfile", "Class": "config", "Type": "dockerfile",
+          "Misconfigurations": [{{"ID": "DS002", "AVDID": "AVD-DS-0002", "Title": "root user",
+                                  "Severity": "LOW", "Status": "FAIL"}}]}},
+        {{"Target": "app.env", "Class": "secret",
+          "Secrets": [{{"RuleID": "aws-access-key-id", "Category": "AWS", "Severity": "LOW",
+                        "Title": "AWS Access Key ID", "StartLine": 1, "EndLine": 1}}]}},
+    ]
 if fmt == "json":
-    out.write_text(json.dumps({{"SchemaVersion": 2, "ArtifactName": target, "Results": []}}))
+    out.write_text(json.dumps({{"SchemaVersion": 2, "ArtifactName": target, "Results": results}}))
 else:
     out.write_text(json.dumps({{"bomFormat": "CycloneDX", "specVersion": "1.5", "components": []}}))
 """
@@ -66,6 +81,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("FAKE_TRIVY_MARKS", str(marks))
     monkeypatch.setenv("FAKE_TRIVY_PROJECT", str(project))
     monkeypatch.delenv("FAKE_TRIVY_FAIL", raising=False)
+    monkeypatch.delenv("FAKE_TRIVY_CONCURRENT", raising=False)
     monkeypatch.chdir(project)
     return project
 
@@ -81,16 +97,39 @@ def _run_dir(root: Path) -> RunDir:
     return run_dir
 
 
-def test_the_project_scans_run_concurrently_and_every_result_is_collected(project, tmp_path):
+def test_the_project_scans_run_concurrently_and_every_result_is_collected(
+    project, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("FAKE_TRIVY_CONCURRENT", "1")
     run_dir = _run_dir(tmp_path / "run")
     result = run_scan_for_pipeline(_cfg(), run_dir, project)
     assert [s.name for s in result.scans] == ["config", "secrets", "export-secrets"]
-    assert result.passed
+    assert result.passed  # LOW findings, below the default fail_on
     summary = (run_dir.root / "scan" / "summary.md").read_text()
     assert all(f"`{name}`" in summary for name in ("config", "secrets", "export-secrets"))
 
 
-def test_scans_started_before_training_are_collected_by_the_scan_stage(project, tmp_path):
+def test_one_trivy_process_scans_the_tree_and_its_report_is_split(project, tmp_path):
+    run_dir = _run_dir(tmp_path / "run")
+    result = run_scan_for_pipeline(_cfg(), run_dir, project)
+    config, secrets, _ = result.scans
+    calls = (tmp_path / "marks" / "calls").read_text().splitlines()
+    tree_scans = [c for c in calls if " tree json" in c]
+    assert tree_scans == ["fs tree json misconfig,secret"]  # no separate `trivy config` run
+    assert config.counts["LOW"] == 1 and secrets.counts["LOW"] == 1  # one finding each
+    assert config.kind == "config" and secrets.kind == "fs"
+    scan = run_dir.root / "scan"
+    raw = json.loads((scan / "config.trivy.json").read_text())
+    assert [r["Target"] for r in raw["Results"]] == ["Dockerfile"]
+    raw = json.loads((scan / "secrets.trivy.json").read_text())
+    assert [r["Target"] for r in raw["Results"]] == ["app.env"]
+    assert (scan / "secrets.cdx.json").is_file() and not (scan / "tree.trivy.json").exists()
+
+
+def test_scans_started_before_training_are_collected_by_the_scan_stage(
+    project, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("FAKE_TRIVY_CONCURRENT", "1")
     run_dir = _run_dir(tmp_path / "run")
     tree = start_tree_scans(_cfg(), run_dir, project)
     assert tree is not None
@@ -101,23 +140,32 @@ def test_scans_started_before_training_are_collected_by_the_scan_stage(project, 
 def test_a_failed_background_scan_is_raised_after_every_scan_finished(
     project, tmp_path, monkeypatch
 ):
-    monkeypatch.setenv("FAKE_TRIVY_FAIL", "config")
+    monkeypatch.setenv("FAKE_TRIVY_FAIL", "tree")
     run_dir = _run_dir(tmp_path / "run")
     tree = start_tree_scans(_cfg(), run_dir, project)
-    with pytest.raises(ScannerError, match="config broke") as err:
+    with pytest.raises(ScannerError, match="tree broke") as err:
         run_scan_for_pipeline(_cfg(), run_dir, project, tree=tree)
     assert err.value.exit_code == ExitCode.SCANNER == 11
     scan = run_dir.root / "scan"
-    assert "config broke" in json.loads((scan / "config.result.json").read_text())["error"]
-    assert json.loads((scan / "secrets.result.json").read_text())["passed"] is True
-    assert (scan / "export-secrets.result.json").is_file()
+    for name in ("config", "secrets"):  # the one process's failure, recorded under both names
+        assert "tree broke" in json.loads((scan / f"{name}.result.json").read_text())["error"]
+    assert json.loads((scan / "export-secrets.result.json").read_text())["passed"] is True
+
+
+def test_an_export_scan_failure_still_waits_for_the_tree_scan(project, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_TRIVY_FAIL", "export")
+    run_dir = _run_dir(tmp_path / "run")
+    with pytest.raises(ScannerError, match="export broke"):
+        run_scan_for_pipeline(_cfg(), run_dir, project)
+    scan = run_dir.root / "scan"
+    assert json.loads((scan / "config.result.json").read_text())["passed"] is True
 
 
 def test_the_scan_stage_of_a_run_raises_the_background_failure(project, tmp_path, monkeypatch):
-    monkeypatch.setenv("FAKE_TRIVY_FAIL", "fs")
+    monkeypatch.setenv("FAKE_TRIVY_FAIL", "tree")
     run_dir = _run_dir(tmp_path / "run")
     skip = frozenset(name for name, _ in pipeline.STAGES if name != "scan")
-    with pytest.raises(ScannerError, match="fs broke") as err:
+    with pytest.raises(ScannerError, match="tree broke") as err:
         pipeline.run_pipeline(_cfg(), run_dir, skip=skip)
     assert err.value.exit_code == 11
 
