@@ -121,7 +121,7 @@ def pipeline_vs_floor(rounds: int, work: Path) -> None:
 LARGE = """
 version: 1
 project: {name: large, model_name: large}
-model: {builder: "benchmarks.pipeline_vs_floor:dense_64_64", options: {width: 8192, depth: 2}}
+model: {builder: "benchmarks.pipeline_vs_floor:dense_64_64", options: {width: 9216, depth: 2}}
 train: {epochs: 1, max_steps: 2, per_replica_batch_size: 32, progress: none}
 checkpoint: {every_steps: 1000, keep: 2}
 export: {golden_requests: 4, warmup_requests: 4}

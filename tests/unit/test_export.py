@@ -189,6 +189,20 @@ def test_golden_outputs_are_what_the_model_gives_for_raw_pixels(run_dir: RunDir)
     assert golden["tolerance"] == 1e-4
 
 
+def test_the_export_stores_every_weight_once(run_dir: RunDir) -> None:
+    # keras-team/keras#23553: a plain ExportArchive.track(model) export writes each weight
+    # twice (2x on disk and in every loader's memory, TF Serving's included).
+    layers = [keras.layers.Flatten(), keras.layers.BatchNormalization(), keras.layers.Dense(3)]
+    model = keras.Sequential([keras.Input((H, W, C)), *layers])
+    result = export(model, run_dir)
+    reader = tf.train.load_checkpoint(str(result.export_dir / "variables" / "variables"))
+    stored = {k: s for k, s in reader.get_variable_to_shape_map().items() if "VARIABLE" in k}
+    assert sum(int(np.prod(s)) for s in stored.values()) == model.count_params()
+    loaded = tf.saved_model.load(str(result.export_dir))
+    assert len(loaded.trainable_variables) == len(model.trainable_variables)
+    assert len(loaded.non_trainable_variables) == len(model.non_trainable_variables)
+
+
 def test_the_warmup_file_holds_prediction_logs_for_the_model_and_signature(run_dir: RunDir) -> None:
     from tensorflow_serving.apis import prediction_log_pb2
 
