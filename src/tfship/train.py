@@ -31,7 +31,7 @@ from tfship.cluster import cluster_size, is_chief
 from tfship.config import PipelineConfig, dump_config
 from tfship.distribute import configure_devices, make_strategy
 from tfship.distribute import strategy_name as _strategy_name
-from tfship.errors import Preempted, TrainingDiverged
+from tfship.errors import ConfigError, Preempted, TrainingDiverged
 from tfship.rundir import RunDir
 from tfship.train_steps import build_steps, chunk_end, distributed_inputs, make_optimizer
 from tfship.training_report import Progress, TensorBoardLog, TrainReport, crossed
@@ -115,6 +115,27 @@ class _SigtermFlag:
         if self._installed:
             previous = self._previous if self._previous is not None else signal.SIG_DFL
             signal.signal(signal.SIGTERM, previous)
+
+
+def _require_one_start_step(strategy: Any, start_step: int) -> None:
+    """Every worker must start from the same step, or the first collective they disagree on
+    (an epoch end, a save) waits forever on both. A worker whose checkpoint directory is its
+    own disk finds none and starts at 0 while the chief resumes. One all-reduce of
+    (1, step, step²) over every replica gives all workers the same sums, hence the same
+    verdict: n·Σs² == (Σs)² exactly when every step is equal, so they all stop together."""
+    local = tf.constant([1.0, float(start_step), float(start_step) ** 2], dtype=tf.float64)
+    sums = strategy.reduce(
+        tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(local)), axis=None
+    ).numpy()
+    n, total, squares = (float(v) for v in sums)
+    if n * squares != total * total:
+        raise ConfigError(
+            f"this worker starts at step {start_step}, but the workers do not all start from "
+            f"the same step (mean {total / n:g} over {n:g} replicas): they restored different "
+            "checkpoints, or some found none",
+            hint="resuming a multi-worker run needs checkpoint.dir on storage every worker "
+            "reads (a bucket or shared volume), not each worker's own disk",
+        )
 
 
 def weights_digest(model: keras.Model) -> str:
@@ -252,6 +273,8 @@ def _train(
     resumed_from = keeper.restore_latest()
     resumed_iters = int(optimizer.iterations.numpy()) if resumed_from is not None else None
     start_step = resumed_from or 0
+    if cluster_size() > 1:
+        _require_one_start_step(strategy, start_step)
     if chief:
         run_dir.ensure()
         dump_config(cfg, run_dir.config)
