@@ -78,11 +78,15 @@ def scan_stream(cfg: PipelineConfig, *, with_fingerprint: bool = True) -> DataSn
         assert scfg.locations is not None  # DataConfig validation: hash_key or locations
         locations = {f"{s}/": getattr(scfg.locations, s) for s in SPLIT_NAMES}
     if not with_fingerprint:
-        shards = tuple(
-            replace(s, rel=prefix + s.rel)
-            for prefix, loc in locations.items()
-            for s in list_location(loc, s3_endpoint_url=scfg.s3_endpoint_url)
-        )
+        from tfship.data.stream.pipeline import image_files
+
+        found: list[Any] = []
+        for prefix, loc in locations.items():
+            listing = list_location(loc, s3_endpoint_url=scfg.s3_endpoint_url)
+            if cfg.data.source.value == "image_folder":
+                listing = image_files(listing)  # the files the stream reads, as in the manifest
+            found += [replace(s, rel=prefix + s.rel) for s in listing]
+        shards = tuple(found)
         return DataSnapshot(None, _stream_entries(shards), shards)
 
     from tfship.data.stream import StreamSource, profile

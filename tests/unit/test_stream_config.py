@@ -44,8 +44,8 @@ def test_an_object_store_location_is_kept_as_written_not_turned_into_a_path():
             "data.limit",
         ),
         (
-            {"source": "image_folder", "features": FEATURES, "stream": {"hash_key": "id"}},
-            "tfrecord, csv or parquet",
+            {"source": "text_folder", "features": FEATURES, "stream": {"hash_key": "id"}},
+            "tfrecord, csv or parquet shards or an image_folder",
         ),
     ],
 )

@@ -264,12 +264,13 @@ class DataConfig(_Section):
         ):
             raise ValueError(f"data.path is required when data.source is '{self.source.value}'")
         if self.stream is not None:
-            if self.source not in (DataSource.TFRECORD, DataSource.CSV, DataSource.PARQUET):
+            streamed = (DataSource.TFRECORD, DataSource.CSV, DataSource.PARQUET)
+            if self.source not in (*streamed, DataSource.IMAGE_FOLDER):
                 raise ValueError(
-                    "data.stream reads tfrecord, csv or parquet shards; data.source is "
-                    f"'{self.source.value}'"
+                    "data.stream reads tfrecord, csv or parquet shards or an image_folder; "
+                    f"data.source is '{self.source.value}'"
                 )
-            if not self.features:
+            if not self.features and self.source != DataSource.IMAGE_FOLDER:
                 raise ValueError(
                     "data.stream needs data.features (and data.label) declared: the schema "
                     "cannot be inferred without reading all the data"

@@ -17,6 +17,11 @@
   export rebuilds the same model;
 - `fingerprint` / `files` come from `tfship.data.stream.profile` (listing + bounded content
   sample; statistics of the same sample in `profile`).
+
+Image folders (`data.source: image_folder`): the schema is one image feature (`pixels` unless
+data.features names another) of data.image_size x data.channels, the label the class folder's
+name; the training count and its label counts come from the listing (one file, one example;
+a corrupt file that `on_error: skip` drops later is still counted), with no file read.
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ READ_BATCH = 1024
 def stream_schema(cfg: PipelineConfig) -> Schema:
     """The declared schema (data.features): the stream never infers one from all the data."""
     dcfg = cfg.data
+    if not dcfg.features and dcfg.source.value == "image_folder":
+        shape = (*dcfg.image_size, dcfg.channels)
+        return Schema((Feature("pixels", Kind.IMAGE, "float32", shape),), dcfg.label)
     if not dcfg.features:
         raise DataError(
             "data.stream needs data.features and data.label declared: the schema cannot be "
@@ -89,7 +97,9 @@ def stream_options(cfg: PipelineConfig) -> Any:
     return StreamOptions(
         format=dcfg.source.value,
         compression=None if scfg.compression == "none" else scfg.compression,
-        label=LabelSpec(dcfg.label, scfg.label_dtype),
+        label=LabelSpec(
+            dcfg.label, "string" if dcfg.source.value == "image_folder" else scfg.label_dtype
+        ),
         seed=cfg.run.seed,
         shuffle_buffer=dcfg.shuffle_buffer,
         cycle_length=scfg.cycle_length,
@@ -180,7 +190,12 @@ def _labels_only(src: StreamSource, split: str | None) -> Any:
 
 
 def count_train(src: StreamSource, split: str | None) -> TrainCount:
-    """One pass over the training split: examples and raw label counts."""
+    """One pass over the training split: examples and raw label counts (image folders: from
+    the listing, one example a file)."""
+    if src.format == "image_folder":
+        files = src.split_shards(split) if split and src.options.hash_split else src.shards
+        counts = Counter(s.rel.split("/", 1)[0] for s in files)
+        return TrainCount(len(files), dict(counts))
     n = 0
     counts: Counter[Any] | None = Counter()
     ds = _labels_only(src, split)
@@ -330,6 +345,8 @@ class StreamSplits(LabelledSplits):
         if input_context is not None:
             local = max(1, input_context.num_replicas_in_sync // input_context.num_input_pipelines)
             batch = input_context.get_per_replica_batch_size(global_batch)
+            if input_context.num_input_pipelines > 1:
+                self._check_pipeline_has_examples(input_context, global_batch)
         per_epoch = steps_per_epoch * local
         first_epoch, done = divmod(start_step, steps_per_epoch)
 
@@ -344,6 +361,30 @@ class StreamSplits(LabelledSplits):
         rest = tf.data.Dataset.range(first_epoch + 1, 1 << 62).flat_map(epoch_ds)
         ds = first.concatenate(rest).map(self._encode_fn()).prefetch(tf.data.AUTOTUNE)
         return set_policy(ds, "OFF")
+
+    def _check_pipeline_has_examples(self, ctx: Any, global_batch: int) -> None:
+        """DataError, before any step, when this input pipeline's share of the training split
+        holds no example. Every worker must run the same steps: a pipeline without data would
+        end its dataset while the others wait for it in the first all-reduce (a hang). Falling
+        back to another sharding on this worker alone is not an option: the workers cannot
+        agree on it without communicating, and the split between them would no longer be a
+        partition. The probe reads up to the first example of the pipeline's epoch 0."""
+        src, split = self.train_source, self.train_split
+        probe = src.dataset(global_batch, input_context=ctx, split=split, epoch=0)
+        with src.named_errors():
+            found = any(True for _ in probe.unbatch().take(1))
+        if found:
+            return
+        decision = src.last_decision
+        raise DataError(
+            f"input pipeline {ctx.input_pipeline_id} of {ctx.num_input_pipelines} (worker "
+            f"{ctx.input_pipeline_id}) has no training examples: its {src.last_files} of "
+            f"{len(src.shards)} file(s), {decision.policy if decision else '?'} sharding, "
+            f"hold none{f' of the {split} split' if split else ''}; training would hang at "
+            "the first all-reduce",
+            hint="write the data as more, evenly filled shards (at least one with training "
+            "examples per worker, ideally many), or train on fewer workers",
+        )
 
     def stream_summary(self) -> dict[str, Any]:
         """What data.json records about the stream (the listing is in data.manifest.json)."""
@@ -365,8 +406,22 @@ def _entries(prof: Profile, prefix: str) -> list[FileEntry]:
     return [FileEntry(f"{prefix}{s.rel}", int(s.size), str(s.checksum or "")) for s in prof.shards]
 
 
+def _profile(src: StreamSource) -> Profile:
+    """The source's profile (the fingerprint `tfship data changed` computes too); for an image
+    folder, plus the label distribution of the whole listing (`label_files`: files per class),
+    as the sample holds one record a sampled file."""
+    from tfship.data.stream import profile
+
+    prof = profile(src)
+    if src.format != "image_folder":
+        return prof
+    per_class = Counter(s.rel.split("/", 1)[0] for s in src.shards)
+    stats = {**prof.statistics, "label_files": dict(sorted(per_class.items()))}
+    return replace(prof, statistics=stats)
+
+
 def load_stream_splits(cfg: PipelineConfig) -> StreamSplits:
-    from tfship.data.stream import StreamSource, profile
+    from tfship.data.stream import StreamSource
     from tfship.model.spec import SAMPLE_ROWS
 
     dcfg, scfg = cfg.data, cfg.data.stream
@@ -376,7 +431,13 @@ def load_stream_splits(cfg: PipelineConfig) -> StreamSplits:
     opts = stream_options(cfg)
     if scfg.hash_key is not None:
         declared = scfg.hash_key in schema.names
-        if not declared and (scfg.on_error == "skip" or opts.format == "parquet"):
+        if dcfg.source.value == "image_folder":
+            if scfg.hash_key != "path":
+                raise DataError(
+                    f"data.stream.hash_key is {scfg.hash_key!r}; an image folder is split on "
+                    "each file's relative path: set hash_key: path"
+                )
+        elif not declared and (scfg.on_error == "skip" or opts.format == "parquet"):
             raise DataError(
                 f"data.stream.hash_key {scfg.hash_key!r} must be a declared feature with "
                 "parquet shards or on_error: skip (the split is taken after parsing)"
@@ -386,12 +447,12 @@ def load_stream_splits(cfg: PipelineConfig) -> StreamSplits:
         one = StreamSource.open(str(dcfg.path), schema, opts)
         sources = {s: one for s in SPLIT_NAMES}
         split_arg: dict[str, str | None] = {s: s for s in SPLIT_NAMES}
-        profiles = {"all": profile(one)}
+        profiles = {"all": _profile(one)}
         entries = _entries(profiles["all"], "")
     else:
         sources = {s: StreamSource.open("", schema, opts, split=s) for s in SPLIT_NAMES}
         split_arg = {s: None for s in SPLIT_NAMES}
-        profiles = {s: profile(src) for s, src in sources.items()}
+        profiles = {s: _profile(src) for s, src in sources.items()}
         entries = [e for s in SPLIT_NAMES for e in _entries(profiles[s], f"{s}/")]
     if len(profiles) == 1:
         fingerprint = profiles["all"].fingerprint

@@ -5,7 +5,7 @@ docs/data-at-scale.md); without one the in-memory path (tfship.data) is used. Mo
 
 - `locations`: parse a location, list its shards (path, size, checksum, version)
 - `staging`: S3 shards downloaded ahead of the reader into a byte-bounded local cache
-- `readers`: TFRecord / CSV / Parquet shards parsed in the graph from the Schema
+- `readers`: TFRecord / CSV / Parquet shards parsed, image folders decoded, in the graph
 - `pipeline`: `StreamSource` + `StreamOptions` -> the tf.data pipeline; bad-input policy
 - `split`: explicit split locations, or a stable hash split on a key feature
 - `sharding`: FILE vs DATA auto-shard decision for tf.distribute input pipelines

@@ -18,6 +18,14 @@ Bad input (`on_error`):
   per-record parsing (slower than the batch parse of `fail`); more than `max_bad_records`
   raises. A corrupt shard's remaining records after the corruption cannot be read and are lost
   without being counted (TF logs the error).
+
+Image folders (`format="image_folder"`): every file under a class sub-folder with an image
+suffix is one record (label: the folder's name); each file is read and decoded in the graph
+(readers.image_parse). A file over MAX_IMAGE_FILE_BYTES in the listing is refused (`fail`) or
+left out and counted as skipped (`skip`) before any byte is read; one that does not decode is
+a bad record like any other. The hash split's key is the file's relative path, and as it is
+known from the listing the split is taken on the file list (`split_shards`): a pipeline opens
+only its split's files, and FILE sharding divides those.
 """
 
 from __future__ import annotations
@@ -28,11 +36,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from tfship.data.schema import Schema
+from tfship.data.images import MAX_IMAGE_FILE_BYTES, MAX_IMAGE_PIXELS
+from tfship.data.schema import Kind, Schema
 from tfship.data.stream import readers
-from tfship.data.stream.badinput import BadInput
+from tfship.data.stream.badinput import BadInput, _short
 from tfship.data.stream.locations import Shard, list_location, parse_location
-from tfship.data.stream.sharding import ShardDecision, decide, set_policy, shard_files
+from tfship.data.stream.sharding import (
+    ShardDecision,
+    decide,
+    non_empty,
+    set_policy,
+    shard_files,
+)
 from tfship.data.stream.split import HashSplit, SplitLocations
 from tfship.data.stream.staging import Stager
 from tfship.errors import DataError
@@ -44,7 +59,7 @@ log = logging.getLogger(__name__)
 class StreamOptions:
     """Typed options of the streaming path (config can map `data.*` onto these later)."""
 
-    format: str | None = None  # tfrecord | csv | parquet; None: from the shards' suffixes
+    format: str | None = None  # tfrecord|csv|parquet|image_folder; None: from the suffixes
     compression: str | None = "auto"  # "auto" (.gz = GZIP), None, "GZIP", "ZLIB"
     label: readers.LabelSpec | None = None  # default: LabelSpec(schema.label, "int64")
     image_encoding: Literal["encoded", "raw"] = "encoded"
@@ -76,7 +91,10 @@ class StreamSource(BadInput):
     csv: readers.CsvLayout | None = None
     stager: Stager | None = None
     last_decision: ShardDecision | None = None
+    oversized: tuple[Shard, ...] = ()  # image files left out by size (on_error: skip)
+    last_files: int = 0  # files of the last dataset()'s pipeline
     _counters: Any = field(default=None, repr=False)
+    _split_cache: dict[str, list[Shard]] = field(default_factory=dict, repr=False)
 
     # --- construction ------------------------------------------------------------------
 
@@ -97,7 +115,12 @@ class StreamSource(BadInput):
         if opts.compression != "auto":
             comp = opts.compression
         label = opts.label or readers.LabelSpec(schema.label)
-        src = cls(location, schema, opts, shards, fmt, comp, label)
+        oversized: tuple[Shard, ...] = ()
+        if fmt == "image_folder":
+            comp = None
+            label = readers.LabelSpec(schema.label, "string")
+            shards, oversized = _image_files(location, shards, schema, opts)
+        src = cls(location, schema, opts, shards, fmt, comp, label, oversized=oversized)
         if parse_location(location).needs_staging:
             floor = (3 * opts.cycle_length + 2) * max(s.size for s in shards)
             if opts.stage_max_bytes < floor:
@@ -133,6 +156,8 @@ class StreamSource(BadInput):
             return readers.tfrecord_raw(self.compression)
         if self.format == "csv":
             return readers.csv_raw(self.compression)
+        if self.format == "image_folder":
+            return readers.image_raw(self._rel_of())
         raise DataError("Parquet shards have no raw record form")
 
     def _streamed_raw(self) -> Any:
@@ -163,6 +188,8 @@ class StreamSource(BadInput):
     def parse_fn(self) -> Any:
         if self.format == "tfrecord":
             return readers.tfrecord_parse(self.schema, self.label, self.options.image_encoding)
+        if self.format == "image_folder":
+            return readers.image_parse(self.schema, MAX_IMAGE_FILE_BYTES, MAX_IMAGE_PIXELS)
         assert self.csv is not None
         return readers.csv_parse(self.csv, self.schema, self.label)
 
@@ -172,6 +199,8 @@ class StreamSource(BadInput):
 
         split = self.options.hash_split
         assert split is not None
+        if self.format == "image_folder":
+            return readers.image_key
         dtype = tf.string
         f = next((f for f in self.schema.features if f.name == split.key), None)
         if (split.key_dtype or (f.dtype if f is not None else "string")) == "int64":
@@ -224,9 +253,16 @@ class StreamSource(BadInput):
             pipelines = input_context.num_input_pipelines
             index = input_context.input_pipeline_id
             batch = input_context.get_per_replica_batch_size(global_batch)
-        decision = decide(len(self.shards), pipelines)
+        # Image folders: the split is taken on the file list (the key is in the listing).
+        masked = bool(opts.hash_split) and self.format != "image_folder"
+        hs_split = split if masked else None
+        listed = list(self.shards)
+        if opts.hash_split and split and not masked:
+            listed = self.split_shards(split)
+        decision = decide(non_empty(listed), pipelines)
         self.last_decision = decision
-        shards = shard_files(list(self.shards), decision, index)
+        shards = shard_files(listed, decision, index)
+        self.last_files = len(shards)
 
         files = self._files_dataset(shards, epochs, epoch)
         if self.format == "parquet":
@@ -257,7 +293,7 @@ class StreamSource(BadInput):
                 ds = ds.batch(batch)
         if self.format != "parquet":
             if opts.on_error == "skip":
-                split_here = bool(opts.hash_split and split)
+                split_here = bool(hs_split)
                 ds = ds.batch(batch, drop_remainder=opts.drop_remainder and not split_here)
                 if split_here:
                     assert split is not None
@@ -266,12 +302,12 @@ class StreamSource(BadInput):
                     )
                     ds = ds.rebatch(batch, drop_remainder=opts.drop_remainder)
             else:
-                ds = ds.batch(batch, drop_remainder=opts.drop_remainder and not opts.hash_split)
-                if opts.hash_split and split:
+                ds = ds.batch(batch, drop_remainder=opts.drop_remainder and not masked)
+                if hs_split:
                     key = self.key_fn()
                     hs = opts.hash_split
                     ds = ds.map(
-                        lambda raw: tf.boolean_mask(raw, hs.mask(key(raw), split)),
+                        lambda raw: tf.boolean_mask(raw, hs.mask(key(raw), hs_split)),
                         num_parallel_calls=autotune,
                         deterministic=True,
                     )
@@ -283,6 +319,65 @@ class StreamSource(BadInput):
         ds = ds.prefetch(autotune)
         # Sharded by hand above; TF must not shard again.
         return set_policy(ds, "OFF" if input_context is not None else decision.policy)
+
+    def split_shards(self, split: str) -> list[Shard]:
+        """Image folders: the files of `split` under the hash split (key: relative path)."""
+        import tensorflow as tf
+
+        if split not in self._split_cache:
+            hs = self.options.hash_split
+            assert hs is not None
+            with tf.init_scope():  # eager even when a tf.data function (an epoch) is traced
+                keep = hs.mask([s.rel for s in self.shards], split).numpy().tolist()
+            self._split_cache[split] = [s for s, k in zip(self.shards, keep, strict=True) if k]
+        return self._split_cache[split]
+
+    def _rel_of(self) -> Any:
+        """Image folders: the path TF opens -> the file's relative path (a lookup table; a
+        staged copy is found by the digest of its S3 path in its name)."""
+        import tensorflow as tf
+
+        if self.stager is None:
+            keys = [s.path for s in self.shards]
+
+            def key(p: Any) -> Any:
+                return p
+
+        else:
+            keys = [Stager.digest(s) for s in self.shards]
+
+            def key(p: Any) -> Any:
+                return tf.strings.regex_replace(p, Stager.DIGEST_RE, r"\1")
+
+        rels = [s.rel for s in self.shards]
+        table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, rels), "")
+        return lambda p: table.lookup(key(p))
+
+    def skipped(self) -> int:
+        return super().skipped() + len(self.oversized)
+
+    def explain(self, exc: BaseException) -> DataError:
+        if self.format != "image_folder":
+            return super().explain(exc)
+        import tensorflow as tf
+
+        raw, parse = self.raw_fn(), self.parse_fn()
+        for shard in self.shards:
+            local = self.local_copy(shard)
+            try:
+                for r in raw(local).batch(1):
+                    parse(r)
+            except tf.errors.OpError as err:
+                return DataError(
+                    f"image {shard.path} cannot be decoded ({_short(err)}); expected a PNG, "
+                    f"JPEG, GIF or BMP file of at most {MAX_IMAGE_FILE_BYTES} bytes",
+                    hint="delete or re-encode the file; or set data.stream.on_error: skip "
+                    "with max_bad_records",
+                )
+            finally:
+                if self.stager is not None:
+                    self.stager.discard(local)
+        return DataError(f"{self.location}: reading failed ({_short(exc)})")
 
     def _split_parsed(self, split: str) -> Any:
         import tensorflow as tf
@@ -369,3 +464,42 @@ class StreamSource(BadInput):
 
     def with_options(self, **changes: Any) -> StreamSource:
         return StreamSource.open(self.location, self.schema, replace(self.options, **changes))
+
+
+def image_files(shards: tuple[Shard, ...]) -> tuple[Shard, ...]:
+    """The files of a listing an image folder reads: an image suffix, inside a sub-folder (the
+    class), as the in-memory image_folder reads (other files are left out)."""
+    from tfship.data.files import IMAGE_SUFFIXES
+
+    return tuple(
+        s
+        for s in shards
+        if "/" in s.rel and ("." + s.rel.rsplit(".", 1)[-1]).lower() in IMAGE_SUFFIXES
+    )
+
+
+def _image_files(
+    location: str, shards: tuple[Shard, ...], schema: Schema, opts: StreamOptions
+) -> tuple[tuple[Shard, ...], tuple[Shard, ...]]:
+    """(image files, oversized ones left out) of a class-per-sub-folder location."""
+    from tfship.data.files import IMAGE_SUFFIXES
+
+    if len(schema.of_kind(Kind.IMAGE)) != 1 or len(schema.features) != 1:
+        raise DataError(
+            f"image_folder streaming yields one image feature; the schema has {schema.names}"
+        )
+    images = image_files(shards)
+    if not images:
+        raise DataError(
+            f"data location {location}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) "
+            "in class sub-folders",
+            hint="lay the images out one sub-folder per class (cats/1.png, dogs/2.jpg)",
+        )
+    big = tuple(s for s in images if s.size > MAX_IMAGE_FILE_BYTES)
+    if big and (opts.on_error == "fail" or len(big) > opts.max_bad_records):
+        raise DataError(
+            f"image {big[0].path} is {big[0].size} bytes; expected at most "
+            f"{MAX_IMAGE_FILE_BYTES} ({len(big)} file(s) over the bound)",
+            hint="downscale or remove it; or set data.stream.on_error: skip with max_bad_records",
+        )
+    return tuple(s for s in images if s.size <= MAX_IMAGE_FILE_BYTES), big

@@ -22,6 +22,13 @@ missing):
 Unlike the in-memory loader, a numeric feature stored as int64_list is a parse error here
 (parse_example does not convert list types). CSV: one header line per shard, scalar features
 only, an empty field is missing; quoted fields must not contain newlines (records are lines).
+
+Image folders (`image_folder`): one sub-folder per class, each file one record. The raw record
+of a file is `<6-digit byte length of rel><rel><file bytes>` (rel: the file's path relative to
+the location, whose first component is the class), built in the graph by `tf.io.read_file`, so
+the hash-split key, the label and the bytes travel together and the fingerprint's content
+sample hashes both name and content. `image_parse` decodes a batch with `tf.io.decode_image`
+(see its docstring for how it matches the in-memory PIL path).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from typing import Any
 from tfship.data.schema import Feature, Kind, Schema
 from tfship.errors import DataError
 
-FORMATS = ("tfrecord", "csv", "parquet")
+FORMATS = ("tfrecord", "csv", "parquet", "image_folder")
 _SUFFIX_FORMAT = {
     ".tfrecord": "tfrecord",
     ".tfrecords": "tfrecord",
@@ -300,3 +307,141 @@ def parquet_signature(schema: Schema, label: LabelSpec) -> tuple[dict, Any]:
     }
     ldt = tf.string if label.dtype == "string" else tf.as_dtype(label.dtype)
     return feats, tf.TensorSpec([None, *label.shape], ldt)
+
+
+# --- Image folders --------------------------------------------------------------------------
+
+_REL_DIGITS = 6  # a relative path of up to 999,999 bytes
+
+
+def image_raw(rel_of: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """path -> a one-record dataset: the packed (rel, bytes) record of that image file.
+    `rel_of(path)` maps the path TF opens (the file itself, or a staged copy) to its rel."""
+    tf = _tf()
+
+    @tf.autograph.experimental.do_not_convert
+    def raw(path: Any) -> Any:
+        def pack(p: Any) -> Any:
+            rel = rel_of(p)
+            n = tf.strings.as_string(tf.strings.length(rel), width=_REL_DIGITS, fill="0")
+            return tf.strings.join([n, rel, tf.io.read_file(p)])
+
+        return tf.data.Dataset.from_tensors(path).map(pack)
+
+    return raw
+
+
+def image_unpack(raw: Any) -> tuple[Any, Any]:
+    """(rel, file bytes) of a batch of packed image records."""
+    tf = _tf()
+    n = tf.strings.to_number(tf.strings.substr(raw, 0, _REL_DIGITS), tf.int32)
+    start = tf.fill(tf.shape(raw), _REL_DIGITS)
+    rel = tf.strings.substr(raw, start, n)
+    body = start + n
+    return rel, tf.strings.substr(raw, body, tf.strings.length(raw) - body)
+
+
+def image_key(raw: Any) -> Any:
+    """The hash-split key of a batch of packed image records: the relative path."""
+    return image_unpack(raw)[0]
+
+
+def class_of(rel: Any) -> Any:
+    """The class of each relative path: its first folder."""
+    return _tf().strings.regex_replace(rel, "(?s)/.*$", "")
+
+
+def _uint(data: Any, pos: int, size: int, big_endian: bool) -> Any:
+    """The unsigned integer of `size` bytes at `pos` of a scalar string, as int64."""
+    tf = _tf()
+    b = tf.cast(tf.io.decode_raw(tf.strings.substr(data, pos, size), tf.uint8), tf.int64)
+    weights = [256**i for i in range(size)]
+    if big_endian:
+        weights.reverse()
+    return tf.reduce_sum(b * tf.constant(weights, tf.int64))
+
+
+def image_pixels(data: Any) -> Any:
+    """Width x height an encoded image's header claims (PNG, JPEG, GIF, BMP), read before
+    decoding, as the in-memory path's PIL header check; -1 for another format."""
+    tf = _tf()
+    magic = tf.strings.substr(data, 0, 4)
+    two = tf.strings.substr(data, 0, 2)
+
+    def png() -> Any:
+        return _uint(data, 16, 4, True) * _uint(data, 20, 4, True)
+
+    def jpeg() -> Any:
+        hw = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
+        return hw[0] * hw[1]
+
+    def gif() -> Any:
+        return _uint(data, 6, 2, False) * _uint(data, 8, 2, False)
+
+    def bmp() -> Any:
+        w = _uint(data, 18, 4, False)
+        h = _uint(data, 22, 4, False)
+        h = tf.where(h >= 2**31, 2**32 - h, h)  # negative height: a top-down bitmap
+        return w * h
+
+    branch = tf.case(
+        [
+            (tf.equal(magic, b"\x89PNG"), lambda: tf.constant(0)),
+            (tf.equal(two, b"\xff\xd8"), lambda: tf.constant(1)),
+            (tf.equal(magic, b"GIF8"), lambda: tf.constant(2)),
+            (tf.equal(two, b"BM"), lambda: tf.constant(3)),
+        ],
+        default=lambda: tf.constant(4),
+    )
+    return tf.switch_case(branch, [png, jpeg, gif, bmp, lambda: tf.constant(-1, tf.int64)])
+
+
+def image_parse(
+    schema: Schema, max_bytes: int, max_pixels: int
+) -> Callable[[Any], tuple[dict, Any]]:
+    """Packed records -> ({image feature: float32 [n, H, W, C]}, class-name labels).
+
+    Matches the in-memory path (tfship.data.images, PIL): every image decoded as RGB (alpha
+    dropped, GIF: first frame), converted to gray with ITU-R 601 weights when C is 1 (PIL's
+    "L"; libpng's own RGB->gray uses other weights, hence not `channels=1`), resized with
+    antialiased bilinear (PIL's BILINEAR filter widens with the downscale factor likewise)
+    and rounded to integers 0..255 as float32 (PIL resizes 8-bit images). The two resamplers'
+    kernels differ in detail: pixels agree within a few levels on downscales, exactly where no
+    resize is needed (docs/data-at-scale.md). A file over `max_bytes`, one whose header claims
+    more than `max_pixels` (a decompression bomb: refused before any pixel is allocated), or
+    one that does not decode, is an InvalidArgumentError: the bad-input policy's to fail or
+    skip."""
+    tf = _tf()
+    (feature,) = schema.of_kind(Kind.IMAGE)
+    h, w, c = feature.shape
+
+    def decode(data: Any) -> Any:
+        check = tf.debugging.assert_less_equal(
+            tf.strings.length(data),
+            tf.constant(max_bytes, tf.int32),
+            message=f"image file larger than {max_bytes} bytes",
+        )
+        with tf.control_dependencies([check]):
+            bomb = tf.debugging.assert_less_equal(
+                image_pixels(data),
+                tf.constant(max_pixels, tf.int64),
+                message=f"image header claims more than {max_pixels} pixels (a decompression "
+                "bomb, or far larger than data.image_size needs)",
+            )
+        with tf.control_dependencies([bomb]):
+            img = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+        img = tf.cast(img, tf.float32)
+        if c == 1:
+            img = tf.tensordot(img, tf.constant([0.299, 0.587, 0.114]), axes=1)[..., None]
+            # PIL's "L" rounds the weighted sum to an integer before resizing.
+            img = tf.round(img)
+        img = tf.image.resize(img, [h, w], method="bilinear", antialias=True)
+        return tf.clip_by_value(tf.round(img), 0.0, 255.0)
+
+    @tf.autograph.experimental.do_not_convert
+    def parse(raw: Any) -> tuple[dict, Any]:
+        rel, data = image_unpack(raw)
+        pixels = tf.map_fn(decode, data, fn_output_signature=tf.TensorSpec([h, w, c], tf.float32))
+        return {feature.name: pixels}, class_of(rel)
+
+    return parse

@@ -7,6 +7,13 @@ hence the warning. FILE with fewer files than pipelines would leave some workers
 (TF then fails or hangs at the first all-reduce), so it is never chosen then. Global batch
 semantics do not change: each pipeline batches per-replica examples, the strategy combines them.
 
+Empty (0-byte) files hold no records, so they do not count towards FILE: `decide` is given the
+number of non-empty files, and `shard_files` deals the non-empty files round-robin first and
+the empty ones separately, so every pipeline gets at least one non-empty file. (Dealing all
+files alike, 0-record shards at every N-th position left a worker without data, which hung the
+collective.) A pipeline whose non-empty files still hold no example of its split (a hash split,
+or every record skipped as bad) is caught when training starts (tfship.data.streamed).
+
 With `distribute_datasets_from_function` (tfship's loop) TF does not auto-shard: `apply` shards
 by hand (`shard_files` on the file list, or `Dataset.shard` on the records) and sets the
 dataset's policy to OFF; for `experimental_distribute_dataset` it sets the chosen policy as the
@@ -55,11 +62,21 @@ def decide(files: int, pipelines: int, *, warn: bool = True) -> ShardDecision:
     return ShardDecision("DATA", files, pipelines, reason)
 
 
+def non_empty(paths: list[Any]) -> int:
+    """How many of `paths` may hold records (a Shard of size 0 holds none)."""
+    return sum(1 for p in paths if getattr(p, "size", 1) != 0)
+
+
 def shard_files(paths: list[Any], decision: ShardDecision, index: int) -> list[Any]:
-    """This pipeline's files under FILE sharding (every `pipelines`-th, from `index`)."""
+    """This pipeline's files under FILE sharding: every `pipelines`-th non-empty file from
+    `index`, then every `pipelines`-th empty one (a Shard's `size` 0; other paths count as
+    non-empty)."""
     if decision.policy != "FILE":
         return list(paths)
-    return list(paths[index :: decision.pipelines])
+    n = decision.pipelines
+    full = [p for p in paths if getattr(p, "size", 1) != 0]
+    empty = [p for p in paths if getattr(p, "size", 1) == 0]
+    return full[index::n] + empty[index::n]
 
 
 def set_policy(ds: Any, policy: str) -> Any:

@@ -94,9 +94,16 @@ class Stager:
             shutil.rmtree(self._owned_dir, ignore_errors=True)
             self._owned_dir = None
 
+    #: A staged copy's name is `<tag>-<digest>-<file name>`; this finds the digest in its path.
+    DIGEST_RE = r"(?s)^.*/[^/-]*-([0-9a-f]{16})-[^/]*$"
+
+    @staticmethod
+    def digest(shard: Shard) -> str:
+        """The digest of the shard's S3 path in its staged copies' names."""
+        return hashlib.sha256(shard.path.encode()).hexdigest()[:16]
+
     def _local(self, shard: Shard, tag: str) -> Path:
-        digest = hashlib.sha256(shard.path.encode()).hexdigest()[:16]
-        return self._dir() / f"{tag}-{digest}-{Path(shard.rel).name}"
+        return self._dir() / f"{tag}-{self.digest(shard)}-{Path(shard.rel).name}"
 
     def _download(self, shard: Shard, target: Path) -> Path:
         from botocore.exceptions import BotoCoreError, ClientError
