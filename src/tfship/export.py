@@ -3,11 +3,12 @@
 `export_savedmodel` writes `export/<version>/` with a `serving_default` signature (raw pixels in,
 probabilities and class id out), `assets.extra/tfship-manifest.json` (provenance + golden
 requests), `assets.extra/tfship-data-manifest.json` (the data's file list, for `tfship data
-changed --since`) and `assets.extra/tf_serving_warmup_requests`. Everything is written to a
-non-numeric temporary directory and verified there (TF's session-based loader in a fresh
-process, plus a reload in this one); only then is it renamed to its numeric version, because TF
-Serving loads any numeric directory it sees. `verify_export` is the same offline check, for any
-tfship export.
+changed --since`), `assets.extra/tfship-statistics.json` (the training data's statistics, the
+reference the next run's data is compared with) and `assets.extra/tf_serving_warmup_requests`.
+Everything is written to a non-numeric temporary directory and verified there (TF's
+session-based loader in a fresh process, plus a reload in this one); only then is it renamed to
+its numeric version, because TF Serving loads any numeric directory it sees. `verify_export` is
+the same offline check, for any tfship export.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from tfship import verify as verify_mod
 from tfship.artifacts import MANIFEST, WARMUP
 from tfship.config import PipelineConfig
 from tfship.data.schema import Kind, Schema
+from tfship.data.statistics import embed_statistics
 from tfship.datachange import EXPORT_DATA_MANIFEST, MANIFEST_FILE
 from tfship.errors import ConfigError, DataError, ModelError
 from tfship.export_meta import MAX_VERSION, check_version, git_info, next_version
@@ -367,6 +369,9 @@ def export_savedmodel(
             m: {k: v.numpy() for k, v in loaded.signatures[m](inputs=serialized).items()}
             for m in methods
         }
+        # The run's data statistics travel with the model: the next run's data stage compares
+        # its data with them (tfship.data.statistics; None when the run has none for this data).
+        statistics = embed_statistics(run_dir.root, tmp, data_fingerprint)
         manifest = _manifest(
             model_name=cfg.project.model_name,
             version=version,
@@ -378,6 +383,7 @@ def export_savedmodel(
             keras=keras.__version__,
             config_sha256=cfg.fingerprint(),
             data_fingerprint=data_fingerprint,
+            **({"statistics": statistics} if statistics else {}),
             task=task.describe(),
             schema=schema.to_json(),
             label_names=list(label_names),

@@ -5,7 +5,9 @@ Fails safe (STYLE.md #6): no thresholds is a configuration error, never a pass; 
 with the task's reason; a champion that could not be scored on this data ("incomparable") fails
 every change threshold. Metric directions come from the task (`cfg.task_obj`). Slice thresholds
 (`gate.slices`, TFMA-style) must hold on every gated slice of their feature; a feature with no
-gated slice fails (nothing was measured).
+gated slice fails (nothing was measured). `gate.data.drift: fail` adds the data stage's drift
+against the champion's statistics as checks (tfship.evaluation.data_gate); `report` lists it in
+gate.json's `data` only.
 
 Verdicts (`gate.json` "verdict") and exit codes:
 
@@ -31,7 +33,7 @@ pipeline.yaml at a commit, or the variable / flag and who set it), the run mode'
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +43,7 @@ from tfship import env
 from tfship.config import GateConfig, PipelineConfig, trust
 from tfship.errors import ConfigError, DataError, ExitCode
 from tfship.evaluation.checks import Check, evaluate_checks
+from tfship.evaluation.data_gate import data_checks
 from tfship.fsutil import atomic_write_json, read_json
 from tfship.rundir import RunDir
 
@@ -135,10 +138,12 @@ def decide(
     notes: Mapping[str, str] | None = None,
     slices: Mapping[str, Any] | None = None,
     incomparable: str | None = None,
+    extra: Sequence[Check] = (),
 ) -> tuple[str, list[Check], Override | None]:
     """Verdict, checks and override record for one candidate (see the table above).
 
-    `directions`, `notes`, `slices` and `incomparable` as for `evaluate_checks`.
+    `directions`, `notes`, `slices` and `incomparable` as for `evaluate_checks`; `extra`:
+    checks decided elsewhere (`gate.data`, tfship.evaluation.data_gate) that count alike.
     """
     sliced = any(sl.absolute for sl in gate.slices)
     if gate.run_mode != "disabled":
@@ -162,6 +167,7 @@ def decide(
         slices=slices,
         incomparable=incomparable,
     )
+    checks.extend(extra)
     any_failed = any(not c.passed for c in checks)
     ov = _override(override_reason, environ)
     record = None
@@ -248,6 +254,7 @@ def run_gate(
     champ = metrics.get("champion")
     _require_champion(cfg, metrics, environ)
     incomparable = champ.get("incomparable") if champ else None
+    drift_checks, data_summary = data_checks(cfg.gate, run_dir.root)
     verdict, checks, override = decide(
         cfg.gate,
         _numbers(cand["metrics"]),
@@ -258,6 +265,7 @@ def run_gate(
         notes=cand.get("notes") or metrics.get("notes") or {},
         slices=cand.get("slices") or metrics.get("slices") or {},
         incomparable=incomparable,
+        extra=drift_checks,
     )
     sources = cfg.sources
     checks = [replace(c, source=sources.of(c.config_key)) for c in checks]
@@ -302,6 +310,8 @@ def run_gate(
                 if not c.passed
             ],
             "override": None if override is None else asdict(override),
+            # gate.data: drift against the champion's statistics (data.drift.json), or None.
+            "data": data_summary,
             # Every non-default field and where it came from (file@commit, variable + who).
             "config_sources": sources.to_dict(),
             "decided_at": datetime.now(UTC).replace(microsecond=0).isoformat(),

@@ -19,6 +19,7 @@ from typing import Any
 
 from tfship import mdescape as md
 from tfship.errors import DataError
+from tfship.evaluation.data_gate import data_section
 from tfship.fsutil import atomic_write_bytes, atomic_write_text, read_json
 from tfship.redact import redact_text
 from tfship.rundir import RunDir
@@ -71,6 +72,8 @@ def _version(entry: dict[str, Any] | None) -> str:
 
 def _check_name(c: dict[str, Any], bold: bool = False) -> str:
     metric = f"**{md.text(c['metric'], 60)}**" if bold else md.text(c["metric"], 60)
+    if c.get("feature") and c["kind"] == "data":
+        return f"{metric} of {md.text(c['feature'], 60)} (data)"
     if c.get("feature"):
         return f"{metric} by {md.text(c['feature'], 60)} (slice)"
     return f"{metric} ({md.text(c['kind'], 20)})"
@@ -141,6 +144,7 @@ def render_markdown(gate: dict[str, Any], metrics: dict[str, Any], images: list[
             f"{state}: by **{md.text(ov['approver'], 60)}** ({md.text(ov['approver_source'], 80)})"
             f' at {md.text(ov["at"], 40)}: "{md.text(ov["reason"], 500)}"',
         ]
+    lines += data_section(gate.get("data"))
     cand_doc = metrics["candidate"]
     lines += ["", "<details><summary>Metrics, breakdown, slices and latency</summary>", ""]
     lines += _metrics_table(cand_doc, metrics.get("champion"))

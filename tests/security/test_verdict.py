@@ -63,6 +63,7 @@ VERDICT_SAMPLES = {
     "gate.absolute": "{accuracy: {min: 0}}",
     "gate.change": "{}",
     "gate.slices": "[]",
+    "gate.data": "{drift: report, bounds: {mean_shift: 1000}}",
     "gate.champion_label": "canary",
     "gate.first_run": "true",
     "scan.fail_on_config": "CRITICAL",

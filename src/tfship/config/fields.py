@@ -130,6 +130,7 @@ FIELDS: dict[str, tuple[Role, str]] = {
     "gate.absolute": (V, "thresholds on the candidate"),
     "gate.change": (V, "thresholds against the champion"),
     "gate.slices": (V, "thresholds per slice of a feature"),
+    "gate.data": (V, "whether data drift fails the gate, and the bounds that define drift"),
     "gate.champion_repository": (
         W,
         "location of the champion's repository, set per project as a protected variable; an "

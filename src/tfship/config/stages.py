@@ -69,6 +69,31 @@ class SliceGate(_Section):
     min_examples: int = Field(30, ge=1, le=10**9)
 
 
+class DriftBoundsConfig(_Section):
+    """How far the data's statistics may move from the champion's before it is drift
+    (tfship.data.stream.drift: TFDV's L-infinity distance, unseen-value rate, mean shift in
+    reference stds, std ratio, missing-rate change)."""
+
+    linf: float = Field(0.2, gt=0, le=1, description="categorical: L-infinity distance")
+    unseen_rate: float = Field(
+        0.1, gt=0, le=1, description="categorical: share of values the champion never saw"
+    )
+    mean_shift: float = Field(0.5, gt=0, le=1e6, description="numeric: |Δmean| / reference std")
+    std_ratio: float = Field(2.0, ge=1, le=1e6, description="numeric: max(std/ref, ref/std)")
+    missing_rate_change: float = Field(0.1, gt=0, le=1, description="any: |Δ missing rate|")
+
+
+class DataGate(_Section):
+    """Data statistics against the champion's: `drift: report` lists drift in data.drift.json
+    and the report; `drift: fail` also fails the gate (exit 7). Schema violations always fail
+    the data stage (exit 4)."""
+
+    drift: Literal["report", "fail"] = Field(
+        "report", description="fail: drift beyond `bounds` fails the gate"
+    )
+    bounds: DriftBoundsConfig = Field(default_factory=DriftBoundsConfig)
+
+
 MIN_RUNS_FOR_P95 = 20
 
 
@@ -101,6 +126,10 @@ class GateConfig(_Section):
         default_factory=list,
         max_length=64,
         description="metrics per value of a categorical feature, with thresholds per slice",
+    )
+    data: DataGate = Field(
+        default_factory=DataGate,
+        description="data drift against the champion's statistics: report (default) or fail",
     )
 
     @model_validator(mode="after")

@@ -310,9 +310,20 @@ def _per_class(cfg: PipelineConfig, splits: Splits) -> dict[str, dict[str, int]]
     return out
 
 
-def run_data(cfg: PipelineConfig, run_dir: RunDir, *, splits: Splits | None = None) -> DataResult:
-    """Load and split the data; write data.json (summary), schema.json (the schema, to pin)
-    and data.manifest.json (file list)."""
+def run_data(
+    cfg: PipelineConfig,
+    run_dir: RunDir,
+    *,
+    splits: Splits | None = None,
+    champion: str | Path | None = None,
+) -> DataResult:
+    """Load and split the data; write data.json (summary), schema.json (the schema, to pin),
+    data.manifest.json (file list), statistics.json (the training split's statistics) and
+    data.drift.json (them against the champion's: `champion`, an export directory, or the
+    labelled version in the model repository). A schema violation against the champion's
+    statistics raises DataError (exit 4) before training."""
+    from tfship.data.statistics import check_drift, statistics_of, write_statistics
+
     splits = load_splits(cfg) if splits is None else splits
     run_dir.ensure()
     sizes = {
@@ -349,6 +360,10 @@ def run_data(cfg: PipelineConfig, run_dir: RunDir, *, splits: Splits | None = No
         run_dir.root / "data.manifest.json",
         {"fingerprint": splits.fingerprint, "files": [e.__dict__ for e in splits.files]},
     )
+    # Streamed: the profile's sample statistics, read with the fingerprint (no second read).
+    statistics = statistics_of(splits)
+    write_statistics(run_dir.root, statistics)
+    check_drift(cfg, run_dir.root, statistics, champion=champion)
     return DataResult(
         cfg.data.source.value,
         path,

@@ -21,7 +21,7 @@ from tfship.errors import ConfigError
 class Check:
     """One threshold applied to one metric."""
 
-    kind: str  # "absolute" | "change" | "slice"
+    kind: str  # "absolute" | "change" | "slice" | "data"
     metric: str
     candidate: float
     baseline: float | None  # the champion's value, when there is a champion
@@ -40,6 +40,8 @@ class Check:
         """The dotted config key of this threshold: gate.absolute.accuracy.min, gate.change.loss."""
         if self.kind == "slice":
             return "gate.slices"
+        if self.kind == "data":
+            return "gate.data"
         if self.kind == "absolute":
             return f"gate.absolute.{self.metric}.{'min' if self.threshold[:2] == '>=' else 'max'}"
         return f"gate.change.{self.metric}"
