@@ -30,12 +30,15 @@ from tfship.fsutil import atomic_write_text, read_json
 from tfship.report import HEADLINES, MARKER
 from tfship.rundir import RunDir
 
-SCHEMA = "tfship-mr-report/1"
+SCHEMA = "tfship-mr-report/2"  # /2 adds `data`; /1 (without it) is still read
+SCHEMAS = ("tfship-mr-report/1", SCHEMA)
 BUNDLE_FILE = "report.json"
 MAX_BYTES = 256 * 1024  # the whole file; a real one is a few KiB
 MAX_CHECKS = 100
 MAX_METRICS = 100
 MAX_STR = 500
+MAX_DRIFTED = 100
+DATA_MODES = ("report", "fail")  # gate.data.drift (tfship.config)
 RUN_MODES = ("enabled", "dry_run", "disabled")  # gate.run_mode (tfship.config)
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 # The per-pipeline marker: the note for this pipeline's report job is already posted.
@@ -61,6 +64,24 @@ class Check:
 
 
 @dataclass(frozen=True)
+class Drifted:
+    feature: str
+    check: str
+    value: float | None
+    bound: float | None
+
+
+@dataclass(frozen=True)
+class DataDrift:
+    """The training data against the champion's statistics (gate.json's `data`)."""
+
+    mode: str
+    has_reference: bool
+    note: str
+    drifted: tuple[Drifted, ...]
+
+
+@dataclass(frozen=True)
 class Bundle:
     """A report.json that passed every check of `parse_bundle`."""
 
@@ -76,6 +97,7 @@ class Bundle:
     checks: tuple[Check, ...]
     metrics: tuple[tuple[str, float | None], ...]
     test_examples: int
+    data: DataDrift | None = None
 
 
 # ---- the MR pipeline's side -------------------------------------------------------------------
@@ -129,6 +151,7 @@ def write_bundle(run_dir: RunDir, out: Path, environ: Any) -> Path:
         ],
         "metrics": {str(k): _num_or_none(v) for k, v in cand.items() if "latency" not in k},
         "test_examples": int(metrics.get("test_examples") or 0),
+        "data": _data_doc(gate.get("data")),
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / BUNDLE_FILE, json.dumps(doc, indent=1, sort_keys=True) + "\n")
@@ -136,6 +159,26 @@ def write_bundle(run_dir: RunDir, out: Path, environ: Any) -> Path:
         if extra.is_file():
             shutil.copyfile(extra, out / extra.name)
     return out / BUNDLE_FILE
+
+
+def _data_doc(data: Any) -> dict[str, Any] | None:
+    """gate.json's `data` (tfship.evaluation.data_gate), reduced to what the note shows."""
+    if not isinstance(data, dict) or not data.get("measured"):
+        return None
+    return {
+        "mode": str(data.get("mode", "report")),
+        "has_reference": bool(data.get("has_reference")) and not data.get("reference_error"),
+        "note": str(data.get("note") or "")[:MAX_STR],
+        "drifted": [
+            {
+                "feature": str(d.get("feature")),
+                "check": str(d.get("check")),
+                "value": _num_or_none(d.get("value")),
+                "bound": _num_or_none(d.get("bound")),
+            }
+            for d in (data.get("drifted") or [])[:MAX_DRIFTED]
+        ],
+    }
 
 
 # ---- the trusted side: parse strictly ---------------------------------------------------------
@@ -190,6 +233,37 @@ _TOP = {
 _CHECK = {
     "metric", "kind", "feature", "candidate", "baseline", "threshold", "delta", "passed", "why"
 }  # fmt: skip
+_DATA = {"mode", "has_reference", "note", "drifted"}
+_DRIFTED = {"feature", "check", "value", "bound"}
+
+
+def _data(v: Any) -> DataDrift | None:
+    if v is None:
+        return None
+    d = _obj(v, _DATA, "data")
+    if d["mode"] not in DATA_MODES:
+        raise _reject(f"data.mode is not one of {', '.join(DATA_MODES)}")
+    drifted = d["drifted"]
+    if not isinstance(drifted, list) or len(drifted) > MAX_DRIFTED:
+        raise _reject(f"data.drifted is not a list of at most {MAX_DRIFTED}")
+    rows = []
+    for i, row in enumerate(drifted):
+        w = f"data.drifted[{i}]"
+        row = _obj(row, _DRIFTED, w)
+        rows.append(
+            Drifted(
+                feature=_str(row["feature"], f"{w}.feature", 200),
+                check=_str(row["check"], f"{w}.check", 60),
+                value=_number(row["value"], f"{w}.value"),
+                bound=_number(row["bound"], f"{w}.bound"),
+            )
+        )
+    return DataDrift(
+        mode=str(d["mode"]),
+        has_reference=_bool(d["has_reference"], "data.has_reference"),
+        note=_str(d["note"], "data.note"),
+        drifted=tuple(rows),
+    )
 
 
 def _run_mode(v: Any) -> str:
@@ -207,9 +281,10 @@ def parse_bundle(raw: bytes, *, iid: int, pipeline_id: int, sha: str) -> Bundle:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise _reject("the file is not UTF-8 JSON") from None
-    d = _obj(doc, _TOP, "the report")
-    if d["schema"] != SCHEMA:
-        raise _reject(f"schema is not {SCHEMA}")
+    version_1 = isinstance(doc, dict) and doc.get("schema") == SCHEMAS[0]
+    d = _obj(doc, _TOP if version_1 else _TOP | {"data"}, "the report")
+    if d["schema"] not in SCHEMAS:
+        raise _reject(f"schema is not one of {', '.join(SCHEMAS)}")
     if _int(d["merge_request_iid"], "merge_request_iid") != iid:
         raise _reject(f"the report names another merge request, not !{iid}")
     if _int(d["pipeline_id"], "pipeline_id") != pipeline_id:
@@ -260,6 +335,7 @@ def parse_bundle(raw: bytes, *, iid: int, pipeline_id: int, sha: str) -> Bundle:
             for i, (k, v) in enumerate(metrics.items())
         ),
         test_examples=_int(d["test_examples"], "test_examples"),
+        data=_data(d.get("data")),
     )
 
 
@@ -310,6 +386,7 @@ def render_comment(b: Bundle, job_id: int, artifacts_url: str) -> str:
         )
     if not b.checks:
         lines.append("| (no checks) | | | | | |")
+    lines += _data_lines(b.data)
     failed = [c for c in b.checks if not c.passed]
     if failed:
         lines += ["", "### Failed checks", ""]
@@ -328,6 +405,27 @@ def render_comment(b: Bundle, job_id: int, artifacts_url: str) -> str:
         f"Plots and the full report: [the job's artifacts]({artifacts_url}).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _data_lines(data: DataDrift | None) -> list[str]:
+    """The "Data" part of the note: drift of the training data against the champion's."""
+    if data is None:
+        return []
+    lines = ["", "### Data", ""]
+    if not data.has_reference:
+        return [*lines, f"No champion statistics to compare with ({md.text(data.note, 300)})."]
+    if not data.drifted:
+        return [*lines, "No drift beyond gate.data.bounds against the champion's statistics."]
+    effect = (
+        "fails the gate" if data.mode == "fail" else "reported only (`gate.data.drift: report`)"
+    )
+    lines += [f"Drift beyond gate.data.bounds, {effect}:", ""]
+    lines += ["| feature | check | value | bound |", "|---|---|---|---|"]
+    lines += [
+        f"| {md.text(r.feature, 60)} | {md.text(r.check, 30)} | {_num(r.value)} | {_num(r.bound)} |"
+        for r in data.drifted
+    ]
+    return lines
 
 
 def render_rejected(iid: int, pipeline_id: int, job_id: int, why: str, artifacts_url: str) -> str:

@@ -36,9 +36,16 @@ def bundle(**over: Any) -> dict[str, Any]:
         }],
         "metrics": {"accuracy": 0.91, "loss": 0.3},
         "test_examples": 60,
+        "data": None,
     }  # fmt: skip
     doc.update(over)
     return doc
+
+
+DRIFT = {
+    "mode": "report", "has_reference": True, "note": "champion statistics: v2",
+    "drifted": [{"feature": "amount", "check": "mean_shift", "value": 4.1, "bound": 0.5}],
+}  # fmt: skip
 
 
 def raw(doc: Any) -> bytes:
@@ -199,6 +206,15 @@ REFUSED = [
     ("unknown key (report_md)", {**bundle(), "report_md": "## anything"}, "keys differ"),
     ("missing key", {k: v for k, v in bundle().items() if k != "checks"}, "keys differ"),
     ("another schema", bundle(schema="tfship-mr-report/99"), "schema"),
+    ("data in a /1 report", bundle(schema="tfship-mr-report/1"), "keys differ"),
+    ("data mode not the gate's", bundle(data={**DRIFT, "mode": "ignore"}), "data.mode"),
+    ("data with an extra key", bundle(data={**DRIFT, "html": "<b>"}), "keys differ"),
+    (
+        "drift value a string",
+        bundle(data={**DRIFT, "drifted": [{**DRIFT["drifted"][0], "value": "4.1"}]}),
+        "value",
+    ),
+    ("too many drifted", bundle(data={**DRIFT, "drifted": DRIFT["drifted"] * 101}), "drifted"),
     ("a report for another MR", bundle(merge_request_iid=2), "another merge request"),
     ("another pipeline", bundle(pipeline_id=499), "another pipeline"),
     ("another commit", bundle(commit_sha="f" * 40), "another commit"),
@@ -317,6 +333,10 @@ def test_write_bundle_round_trips_through_the_strict_parser(tmp_path) -> None:
         "checks": [{"metric": "accuracy", "kind": "absolute", "feature": None,
                     "candidate": 0.2, "baseline": None, "threshold": ">= 0.5", "bound": 0.5,
                     "delta": None, "passed": False, "why": "below"}],
+        "data": {"mode": "report", "measured": True, "has_reference": True,
+                 "reference_error": False, "note": "champion statistics: v3",
+                 "drifted": [{"feature": "amount", "check": "mean_shift", "value": 4.0,
+                              "bound": 0.5, "message": "moved"}]},
     }  # fmt: skip
     metrics = {
         "test_examples": 60,
@@ -332,4 +352,47 @@ def test_write_bundle_round_trips_through_the_strict_parser(tmp_path) -> None:
     b = parse_bundle(path.read_bytes(), iid=3, pipeline_id=812, sha=SHA)
     assert b.verdict == "dry_run_failed" and b.checks[0].candidate == 0.2
     assert dict(b.metrics) == {"accuracy": 0.2, "auc": None}  # latency out; NaN is null
+    assert b.data is not None and b.data.has_reference and b.data.mode == "report"
+    assert [(r.feature, r.check, r.value) for r in b.data.drifted] == [
+        ("amount", "mean_shift", 4.0)
+    ]
     assert copy.deepcopy(b) == b
+
+
+def test_a_version_1_report_without_data_still_posts(notes) -> None:
+    # The default branch's parser reads what an MR branch on the previous tfship writes.
+    doc = bundle(schema="tfship-mr-report/1")
+    del doc["data"]
+    _add(notes, 1, data=raw(doc))
+    res = post_mr_reports(environ=environ(notes.url))
+    assert len(res.posted) == 1, res.render_text()
+    assert "### Data" not in notes.notes_on("1000", 1)[0].body
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (DRIFT, "| amount | mean_shift | 4.1000 | 0.5000 |"),
+        ({**DRIFT, "mode": "fail"}, "fails the gate"),
+        ({**DRIFT, "drifted": []}, "No drift beyond gate.data.bounds"),
+        ({**DRIFT, "has_reference": False, "note": "no champion"}, "No champion statistics"),
+    ],
+)
+def test_data_drift_reaches_the_note(notes, data: dict, expected: str) -> None:
+    _add(notes, 1, data=raw(bundle(data=data)))
+    res = post_mr_reports(environ=environ(notes.url))
+    assert len(res.posted) == 1, res.render_text()
+    body = notes.notes_on("1000", 1)[0].body
+    assert "### Data" in body and expected in body, body
+
+
+@pytest.mark.parametrize("value", HOSTILE_VALUES)
+def test_drifted_feature_names_render_inert(notes, value: str) -> None:
+    row = {"feature": value[:200], "check": value[:60], "value": 1.0, "bound": 0.5}
+    _add(notes, 1, data=raw(bundle(data={**DRIFT, "note": value, "drifted": [row]})))
+    res = post_mr_reports(environ=environ(notes.url))
+    assert len(res.posted) == 1, res.render_text()
+    body = notes.notes_on("1000", 1)[0].body
+    html = _html(body)
+    assert len(re.findall(r"<a [^>]*>", html)) == 1 and "<img" not in html
+    assert "@all" not in body and body.count(MARKER) == 1
