@@ -156,6 +156,32 @@ def test_a_schema_violation_against_the_champion_fails_with_exit_4(
     assert [v["feature"] for v in recorded] == [feature]
 
 
+@pytest.mark.parametrize(
+    ("opts", "feature", "words"), [t[1:] for t in VIOLATIONS], ids=[t[0] for t in VIOLATIONS]
+)
+def test_an_intended_schema_change_is_recorded_not_a_violation(
+    tmp_path: Path, champion: Path, opts: dict[str, Any], feature: str, words: str
+) -> None:
+    # Without gate.data.schema_changes a removed feature could never reach production.
+    run = RunDir(tmp_path / "run")
+    cfg = cfg_for(write_csv(tmp_path / "d.csv", **opts), f"gate.data.schema_changes=[{feature}]")
+    run_data(cfg, run, champion=champion)
+    doc = json.loads((run.root / DRIFT_FILE).read_text())
+    assert doc["violations"] == []
+    assert [(v["feature"], words in v["message"]) for v in doc["expected_schema_changes"]] == [
+        (feature, True)
+    ]
+
+
+def test_a_schema_change_intended_for_another_feature_still_fails(
+    tmp_path: Path, champion: Path
+) -> None:
+    cfg = cfg_for(write_csv(tmp_path / "d.csv", drop=True), "gate.data.schema_changes=[x]")
+    with pytest.raises(DataError, match=r"gate\.data\.schema_changes") as exc:
+        run_data(cfg, RunDir(tmp_path / "run"), champion=champion)
+    assert "'color'" in str(exc.value)
+
+
 def test_embed_statistics_copies_the_file_with_its_sha256(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
     res = run_data(cfg_for(write_csv(tmp_path / "d.csv")), run)

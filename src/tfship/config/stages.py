@@ -92,6 +92,13 @@ class DataGate(_Section):
         "report", description="fail: drift beyond `bounds` fails the gate"
     )
     bounds: DriftBoundsConfig = Field(default_factory=DriftBoundsConfig)
+    schema_changes: tuple[Annotated[str, Field(min_length=1, max_length=256)], ...] = Field(
+        (),
+        max_length=1024,
+        description="features whose removal or type change against the champion's statistics "
+        "is intended: recorded, not a violation (without it a removed feature could never "
+        "reach production: every run would stop before training)",
+    )
 
 
 MIN_RUNS_FOR_P95 = 20

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -220,7 +220,17 @@ def check_drift(
     comparison = None
     if ref.statistics is not None:
         comparison = compare_statistics(current, ref.statistics, bounds)
+        # Intended schema changes (committed in gate.data.schema_changes) are recorded, not
+        # violations: otherwise a removed feature could never reach production.
+        intended = set(cfg.gate.data.schema_changes)
+        expected = [f for f in comparison.violations if f.feature in intended]
+        comparison = replace(
+            comparison, violations=tuple(f for f in comparison.violations if f not in expected)
+        )
         doc.update(comparison.to_json())
+        doc["expected_schema_changes"] = [asdict(f) for f in expected]
+        for f in expected:
+            log.warning("intended schema change (gate.data.schema_changes): %s", f.message)
         doc["drifted_features"] = sorted({f.feature for f in comparison.drift})
         if comparison.drift:
             log.warning("data drift beyond bounds:\n%s", comparison.render_text())

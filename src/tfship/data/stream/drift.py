@@ -55,7 +55,8 @@ class StatsComparison:
             raise DataError(
                 "the data does not match the reference statistics' schema: "
                 + "; ".join(f.message for f in self.violations),
-                hint="fix the data, or data.features if the change is intended",
+                hint="fix the data; if the change is intended, name the feature in "
+                "gate.data.schema_changes (committed, so the change is reviewed)",
             )
 
     def raise_for_drift(self) -> None:
