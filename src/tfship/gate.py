@@ -254,7 +254,10 @@ def run_gate(
     champ = metrics.get("champion")
     _require_champion(cfg, metrics, environ)
     incomparable = champ.get("incomparable") if champ else None
-    drift_checks, data_summary = data_checks(cfg.gate, run_dir.root)
+    ctx = trust.context(environ)
+    drift_checks, data_summary = data_checks(
+        cfg.gate, run_dir.root, reference_required=ctx.in_ci and not ctx.merge_request
+    )
     verdict, checks, override = decide(
         cfg.gate,
         _numbers(cand["metrics"]),

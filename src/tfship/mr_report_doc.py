@@ -37,6 +37,7 @@ MAX_BYTES = 256 * 1024  # the whole file; a real one is a few KiB
 MAX_CHECKS = 100
 MAX_METRICS = 100
 MAX_STR = 500
+MAX_WHY = 2000
 MAX_DRIFTED = 100
 DATA_MODES = ("report", "fail")  # gate.data.drift (tfship.config)
 RUN_MODES = ("enabled", "dry_run", "disabled")  # gate.run_mode (tfship.config)
@@ -120,6 +121,11 @@ def write_bundle(run_dir: RunDir, out: Path, environ: Any) -> Path:
     cand = (metrics.get("candidate") or {}).get("metrics") or {}
     champ = gate.get("champion") or {}
 
+    # Within the poster's limits (parse_bundle), or a report with many checks (gate.data adds
+    # one per drifted feature and check) would be refused exactly when it matters: failed
+    # checks first, long strings cut.
+    checks = sorted(gate.get("checks", []), key=lambda c: bool(c.get("passed")))[:MAX_CHECKS]
+
     def ident(name: str) -> int | None:
         value = (environ or {}).get(name) or ""
         return int(value) if value.isdigit() else None
@@ -131,34 +137,59 @@ def write_bundle(run_dir: RunDir, out: Path, environ: Any) -> Path:
         "commit_sha": (environ or {}).get("CI_COMMIT_SHA") or "",
         "verdict": gate["verdict"],
         "run_mode": gate["run_mode"],
-        "model_name": gate["model_name"],
-        "candidate_version": str((gate.get("candidate") or {}).get("version", "?")),
-        "champion_version": None if not champ else str(champ.get("version")),
+        "model_name": str(gate["model_name"])[:MAX_STR],
+        "candidate_version": str((gate.get("candidate") or {}).get("version", "?"))[:100],
+        "champion_version": None if not champ else str(champ.get("version"))[:100],
         "first_run": bool(gate.get("first_run")),
         "checks": [
             {
-                "metric": str(c["metric"]),
-                "kind": str(c["kind"]),
-                "feature": None if c.get("feature") is None else str(c["feature"]),
+                "metric": str(c["metric"])[:MAX_STR],
+                "kind": str(c["kind"])[:MAX_STR],
+                "feature": None if c.get("feature") is None else str(c["feature"])[:MAX_STR],
                 "candidate": _num_or_none(c.get("candidate")),
                 "baseline": _num_or_none(c.get("baseline")),
-                "threshold": str(c.get("threshold", "")),
+                "threshold": str(c.get("threshold", ""))[:MAX_STR],
                 "delta": _num_or_none(c.get("delta")),
                 "passed": bool(c["passed"]),
-                "why": str(c.get("why") or ""),
+                "why": str(c.get("why") or "")[:MAX_WHY],
             }
-            for c in gate.get("checks", [])
+            for c in checks
         ],
-        "metrics": {str(k): _num_or_none(v) for k, v in cand.items() if "latency" not in k},
+        "metrics": dict(
+            list(
+                {
+                    str(k)[:200]: _num_or_none(v) for k, v in cand.items() if "latency" not in k
+                }.items()
+            )[:MAX_METRICS]
+        ),
         "test_examples": int(metrics.get("test_examples") or 0),
         "data": _data_doc(gate.get("data")),
     }
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / BUNDLE_FILE, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(out / BUNDLE_FILE, _within_size(doc))
     for extra in (ev / "report.md", *sorted(ev.glob("*.png"))):
         if extra.is_file():
             shutil.copyfile(extra, out / extra.name)
     return out / BUNDLE_FILE
+
+
+def _within_size(doc: dict[str, Any]) -> str:
+    """The bundle as JSON of at most MAX_BYTES: long explanations cut first, then the checks
+    halved (failed ones are first) until it fits."""
+
+    def dump() -> str:
+        return json.dumps(doc, indent=1, sort_keys=True) + "\n"
+
+    text = dump()
+    if len(text.encode()) > MAX_BYTES:
+        for c in doc["checks"]:
+            c.update(why=c["why"][:200], metric=c["metric"][:100], threshold=c["threshold"][:100])
+            c["feature"] = None if c["feature"] is None else c["feature"][:100]
+        text = dump()
+    while len(text.encode()) > MAX_BYTES and doc["checks"]:
+        doc["checks"] = doc["checks"][: len(doc["checks"]) // 2]
+        text = dump()
+    return text
 
 
 def _data_doc(data: Any) -> dict[str, Any] | None:
@@ -171,8 +202,8 @@ def _data_doc(data: Any) -> dict[str, Any] | None:
         "note": str(data.get("note") or "")[:MAX_STR],
         "drifted": [
             {
-                "feature": str(d.get("feature")),
-                "check": str(d.get("check")),
+                "feature": str(d.get("feature"))[:200],
+                "check": str(d.get("check"))[:60],
                 "value": _num_or_none(d.get("value")),
                 "bound": _num_or_none(d.get("bound")),
             }
@@ -312,7 +343,7 @@ def parse_bundle(raw: bytes, *, iid: int, pipeline_id: int, sha: str) -> Bundle:
                 threshold=_str(c["threshold"], f"{w}.threshold"),
                 delta=_number(c["delta"], f"{w}.delta"),
                 passed=_bool(c["passed"], f"{w}.passed"),
-                why=_str(c["why"], f"{w}.why", 2000),
+                why=_str(c["why"], f"{w}.why", MAX_WHY),
             )
         )
     metrics = d["metrics"]

@@ -287,6 +287,26 @@ def test_a_header_claiming_too_many_pixels_is_refused_before_decoding(tmp_path, 
     assert len(y) == 12 and src.check_skipped() == 2
 
 
+def test_an_image_whose_header_size_cannot_be_read_is_refused_before_decoding(tmp_path):
+    # decode_image sniffs content, not suffixes, and also decodes WebP, whose header is not
+    # read: a WebP named .png could claim any size, so it is refused (fail closed).
+    import io
+
+    from PIL import Image, features
+
+    if not features.check("webp"):
+        pytest.skip("this Pillow cannot write WebP")
+    write_folder(tmp_path, per_class=4)
+    buf = io.BytesIO()
+    Image.new("RGB", (20, 20)).save(buf, "WEBP")
+    (tmp_path / "dog" / "disguised.png").write_bytes(buf.getvalue())
+    with pytest.raises(DataError, match=r"disguised\.png cannot be decoded .*not PNG, JPEG"):
+        read_all(StreamSource.open(str(tmp_path), schema(), opts()))
+    src = StreamSource.open(str(tmp_path), schema(), opts(on_error="skip", max_bad_records=1))
+    _, y = read_all(src)
+    assert len(y) == 12 and src.check_skipped() == 1
+
+
 def test_tfship_run_trains_exports_and_evaluates_a_streamed_image_folder(folder, tmp_path):
     import json
 

@@ -182,6 +182,29 @@ def test_a_schema_change_intended_for_another_feature_still_fails(
     assert "'color'" in str(exc.value)
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b'{"features": {"x": {"type": "numeric"}}}', id="numbers_missing"),
+        pytest.param(b'{"features": {"x": 5, "color": [1]}}', id="features_not_objects"),
+        pytest.param(b'{"features": {"x": {"type": "numeric", "mean": "a"}}}', id="mean_a_str"),
+        pytest.param(b"\xff\xfe not utf-8", id="not_utf8"),
+    ],
+)
+def test_malformed_champion_statistics_are_recorded_not_a_crash(
+    tmp_path: Path, champion: Path, raw: bytes
+) -> None:
+    # Another tfship version's format, or a file edited by hand: no comparison, no traceback.
+    (champion / EXPORT_STATISTICS).write_bytes(raw)
+    manifest = champion / "assets.extra" / "tfship-manifest.json"
+    manifest.write_text(json.dumps({"statistics": {"sha256": hashlib.sha256(raw).hexdigest()}}))
+    run = RunDir(tmp_path / "run")
+    run_data(cfg_for(write_csv(tmp_path / "d.csv")), run, champion=champion)
+    ref = json.loads((run.root / DRIFT_FILE).read_text())["reference"]
+    assert ref["available"] is False and ref["error"] is True
+    assert "champion" in ref["note"]
+
+
 def test_embed_statistics_copies_the_file_with_its_sha256(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
     res = run_data(cfg_for(write_csv(tmp_path / "d.csv")), run)

@@ -169,3 +169,31 @@ def test_gate_data_is_a_verdict_field() -> None:
     from tfship.config.fields import is_verdict
 
     assert is_verdict("gate.data.drift") and is_verdict("gate.data.bounds.mean_shift")
+
+
+PUSH = {"CI": "true", "GITLAB_CI": "true", "CI_PIPELINE_SOURCE": "push", "CI_JOB_ID": "7"}
+MR = {**PUSH, "CI_PIPELINE_SOURCE": "merge_request_event", "CI_MERGE_REQUEST_IID": "3"}
+
+
+@pytest.mark.parametrize(
+    ("environ", "sets", "verdict"),
+    [
+        pytest.param(PUSH, [], "failed", id="trusted_ci_without_reference_fails"),
+        pytest.param(PUSH, ["gate.first_run=true"], "passed", id="committed_first_run_passes"),
+        pytest.param(MR, [], "passed", id="merge_request_reports_only"),
+        pytest.param({}, [], "passed", id="local_run_passes"),
+    ],
+)
+def test_drift_fail_without_champion_statistics_fails_safe_in_trusted_ci(
+    tmp_path: Path, environ: dict[str, str], sets: list[str], verdict: str
+) -> None:
+    # A data job never given the repository (or pointed at an empty one by a variable) must
+    # not turn gate.data off where models ship.
+    run_dir = run_dir_with(tmp_path, drift_doc(reference=False))
+    gate = run_gate(cfg("gate.data.drift=fail", *sets), run_dir, environ=environ)
+    doc = json.loads((run_dir.evaluation / "gate.json").read_text())
+    assert gate.verdict == verdict
+    assert doc["failed"] == (["data:drift"] if verdict == "failed" else [])
+    if verdict == "failed":
+        (check,) = [c for c in doc["checks"] if not c["passed"]]
+        assert "gate.first_run" in check["why"]

@@ -396,3 +396,37 @@ def test_drifted_feature_names_render_inert(notes, value: str) -> None:
     html = _html(body)
     assert len(re.findall(r"<a [^>]*>", html)) == 1 and "<img" not in html
     assert "@all" not in body and body.count(MARKER) == 1
+
+
+def test_the_writer_keeps_within_the_posters_limits_failed_checks_first(tmp_path) -> None:
+    # gate.data adds a check per drifted feature and check: a large drift event must not make
+    # the report refused exactly when it matters.
+    from tfship.mr_report_doc import MAX_CHECKS, parse_bundle
+
+    run = RunDir(tmp_path / "run")
+    run.evaluation.mkdir(parents=True)
+    long = "f" * 300
+
+    def check(i: int, passed: bool) -> dict[str, Any]:
+        return {"metric": f"m{i}" + "x" * 600, "kind": "data", "feature": long,
+                "candidate": 1.0, "baseline": None, "threshold": "<= 0.5" * 200,
+                "delta": None, "passed": passed, "why": "w" * 3000}  # fmt: skip
+
+    checks = [check(i, True) for i in range(60)] + [check(i, False) for i in range(60, 150)]
+    gate = {
+        "verdict": "failed", "run_mode": "enabled", "model_name": "m" * 600,
+        "candidate": {"version": 4}, "champion": {"version": 3}, "first_run": False,
+        "checks": checks,
+        "data": {"mode": "fail", "measured": True, "has_reference": True, "note": "n" * 900,
+                 "drifted": [{"feature": long, "check": "mean_shift" * 10, "value": 2.0,
+                              "bound": 0.5} for _ in range(150)]},
+    }  # fmt: skip
+    metrics = {"test_examples": 9, "candidate": {"metrics": {f"m{i}": 0.5 for i in range(150)}}}
+    (run.evaluation / "gate.json").write_text(json.dumps(gate))
+    (run.evaluation / "metrics.json").write_text(json.dumps(metrics))
+    env = {"CI_MERGE_REQUEST_IID": "3", "CI_PIPELINE_ID": "812", "CI_COMMIT_SHA": SHA}
+    path = write_bundle(run, tmp_path / "mr-report", env)
+    b = parse_bundle(path.read_bytes(), iid=3, pipeline_id=812, sha=SHA)
+    assert len(b.checks) == MAX_CHECKS and sum(not c.passed for c in b.checks) == 90
+    assert len(path.read_bytes()) <= MAX_BYTES
+    assert b.data is not None and len(b.data.drifted) == 100

@@ -27,7 +27,7 @@ import numpy as np
 
 from tfship.data.stream.drift import DriftBounds, StatsComparison, compare_statistics
 from tfship.data.stream.stats import StatsAccumulator
-from tfship.errors import DataError, InfraError
+from tfship.errors import ConfigError, DataError, InfraError
 from tfship.fsutil import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -36,16 +36,19 @@ STATISTICS_FILE = "statistics.json"
 DRIFT_FILE = "data.drift.json"
 DRIFT_FORMAT = "tfship-data-drift/1"
 EXPORT_STATISTICS = Path("assets.extra") / "tfship-statistics.json"
-_BATCH = 4096
+_BATCH_VALUES = 1 << 22  # values per batch: the accumulator's float64 copies stay ~100 MB
 
 
 def in_memory_statistics(schema: Any, x: dict[str, Any], y: Any) -> dict[str, Any]:
     """Statistics of in-memory arrays (every example), batch by batch to bound the float64
-    copies the accumulator makes."""
+    copies the accumulator makes: a batch holds at most _BATCH_VALUES values (4096 examples of
+    224x224x3 images would be 600 M values, ~5 GB per copy)."""
     y = np.asarray(y)
     acc = StatsAccumulator(schema, str(y.dtype))
-    for start in range(0, len(y), _BATCH):
-        part = slice(start, start + _BATCH)
+    width = max(int(np.prod(np.shape(x[f.name])[1:], dtype=np.int64)) for f in schema.features)
+    batch = max(1, min(4096, _BATCH_VALUES // max(width, 1)))
+    for start in range(0, len(y), batch):
+        part = slice(start, start + batch)
         acc.update({f.name: np.asarray(x[f.name])[part] for f in schema.features}, y[part])
     return acc.to_json()
 
@@ -200,7 +203,10 @@ def check_drift(
     training: it is recorded (`reference.error`), and `gate.data.drift: fail` fails on it."""
     try:
         ref = champion_statistics(cfg, champion, environ=environ)
-    except InfraError as exc:
+    except (InfraError, ConfigError, UnicodeDecodeError, OSError) as exc:
+        # The store is down, this job has no credentials, models.config or the file does not
+        # parse: recorded (gate.data.drift: fail fails on it), not a stop before training. A
+        # file that does not match its manifest's sha256 (DataError) still stops.
         log.warning("could not read the champion's statistics: %s", exc)
         ref = Reference(None, f"could not read the champion's statistics: {exc}", error=True)
     bounds = bounds_of(cfg)
@@ -219,7 +225,15 @@ def check_drift(
     }
     comparison = None
     if ref.statistics is not None:
-        comparison = compare_statistics(current, ref.statistics, bounds)
+        try:
+            comparison = compare_statistics(current, ref.statistics, bounds)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            # Another format, or edited by hand: no comparison, recorded like an unreadable one.
+            note = f"the champion's statistics are malformed ({type(exc).__name__}: {exc})"
+            log.warning("%s", note)
+            ref = Reference(None, note, ref.version, error=True)
+            doc["reference"].update(available=False, error=True, note=note)
+    if ref.statistics is not None and comparison is not None:
         # Intended schema changes (committed in gate.data.schema_changes) are recorded, not
         # violations: otherwise a removed feature could never reach production.
         intended = set(cfg.gate.data.schema_changes)

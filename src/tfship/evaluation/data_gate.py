@@ -7,7 +7,8 @@ adds no check (drift is listed in gate.json's `data` and the report); `drift: fa
 failing check per check beyond its bound, or one passing check when there is none. Fails safe:
 with `drift: fail` and no data.drift.json (the data stage did not run or its file was not
 passed on), or when the champion's statistics could not be read, a failing check says so. No
-champion statistics is a first run: nothing to compare, the check passes and says why.
+champion statistics passes and says why locally and in merge-request pipelines; in a trusted CI
+pipeline it fails unless `gate.first_run` is committed (as `gate.change` without a champion).
 """
 
 from __future__ import annotations
@@ -32,8 +33,14 @@ def _finding(f: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def data_checks(gate: GateConfig, root: Path) -> tuple[list[Check], dict[str, Any] | None]:
-    """(checks for the verdict, gate.json's `data` summary or None without data.drift.json)."""
+def data_checks(
+    gate: GateConfig, root: Path, *, reference_required: bool = False
+) -> tuple[list[Check], dict[str, Any] | None]:
+    """(checks for the verdict, gate.json's `data` summary or None without data.drift.json).
+
+    `reference_required` (a trusted CI pipeline, as for `gate.change`): with `drift: fail`, no
+    champion statistics fails unless `gate.first_run` is committed — a job never given the
+    repository, or a variable pointing it at an empty one, must not turn the check off."""
     path = Path(root) / DRIFT_FILE
     mode = gate.data.drift
     doc = read_json(path) if path.is_file() else None
@@ -89,6 +96,13 @@ def data_checks(gate: GateConfig, root: Path) -> tuple[list[Check], dict[str, An
     ]
     if summary["reference_error"]:
         checks.append(_check("drift", None, math.nan, math.nan, False, summary["note"]))
+    if not summary["has_reference"] and reference_required and not gate.first_run:
+        why = (
+            f"no champion statistics to compare with ({summary['note']}); in CI that fails "
+            "unless this is the first deploy: commit gate.first_run: true for it, or give the "
+            "data job the model repository"
+        )
+        checks.append(_check("drift", None, math.nan, math.nan, False, why))
     if not checks:
         why = (
             "no drift beyond gate.data.bounds"

@@ -363,7 +363,8 @@ def _uint(data: Any, pos: int, size: int, big_endian: bool) -> Any:
 
 def image_pixels(data: Any) -> Any:
     """Width x height an encoded image's header claims (PNG, JPEG, GIF, BMP), read before
-    decoding, as the in-memory path's PIL header check; -1 for another format."""
+    decoding, as the in-memory path's PIL header check; -1 for another format (refused by
+    `image_parse`: its size cannot be checked before decoding)."""
     tf = _tf()
     magic = tf.strings.substr(data, 0, 4)
     two = tf.strings.substr(data, 0, 2)
@@ -422,13 +423,21 @@ def image_parse(
             message=f"image file larger than {max_bytes} bytes",
         )
         with tf.control_dependencies([check]):
+            pixels = image_pixels(data)
+            # Fail closed: decode_image also decodes WebP / JPEG XL (detected by content, not
+            # by suffix), whose headers are not read here, so their size is unknown.
+            known = tf.debugging.assert_non_negative(
+                pixels,
+                message="image is not PNG, JPEG, GIF or BMP by its header (the formats an image "
+                "folder holds, whose size is checked before decoding)",
+            )
             bomb = tf.debugging.assert_less_equal(
-                image_pixels(data),
+                pixels,
                 tf.constant(max_pixels, tf.int64),
                 message=f"image header claims more than {max_pixels} pixels (a decompression "
                 "bomb, or far larger than data.image_size needs)",
             )
-        with tf.control_dependencies([bomb]):
+        with tf.control_dependencies([known, bomb]):
             img = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
         img = tf.cast(img, tf.float32)
         if c == 1:
