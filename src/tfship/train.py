@@ -31,7 +31,7 @@ from tfship.cluster import cluster_size, is_chief
 from tfship.config import PipelineConfig, dump_config
 from tfship.distribute import configure_devices, make_strategy
 from tfship.distribute import strategy_name as _strategy_name
-from tfship.errors import ConfigError, Preempted, TrainingDiverged
+from tfship.errors import ConfigError, InfraError, Preempted, TrainingDiverged
 from tfship.rundir import RunDir
 from tfship.train_steps import build_steps, chunk_end, distributed_inputs, make_optimizer
 from tfship.training_report import Progress, TensorBoardLog, TrainReport, crossed
@@ -120,19 +120,17 @@ class _SigtermFlag:
 def _require_one_start_step(strategy: Any, start_step: int) -> None:
     """Every worker must start from the same step, or the first collective they disagree on
     (an epoch end, a save) waits forever on both. A worker whose checkpoint directory is its
-    own disk finds none and starts at 0 while the chief resumes. One all-reduce of
-    (1, step, step²) over every replica gives all workers the same sums, hence the same
-    verdict: n·Σs² == (Σs)² exactly when every step is equal, so they all stop together."""
-    local = tf.constant([1.0, float(start_step), float(start_step) ** 2], dtype=tf.float64)
-    sums = strategy.reduce(
-        tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(local)), axis=None
-    ).numpy()
-    n, total, squares = (float(v) for v in sums)
-    if n * squares != total * total:
+    own disk finds none and starts at 0 while the chief resumes. Every replica's start step is
+    gathered to every worker (float64: exact below 2**53, and a dtype every collective
+    implementation takes), so all see the same list and stop together."""
+    local = tf.constant([start_step], dtype=tf.float64)
+    gathered = strategy.gather(strategy.run(lambda: tf.identity(local)), axis=0)
+    steps = [int(s) for s in gathered.numpy().tolist()]
+    if len(set(steps)) > 1:
         raise ConfigError(
             f"this worker starts at step {start_step}, but the workers do not all start from "
-            f"the same step (mean {total / n:g} over {n:g} replicas): they restored different "
-            "checkpoints, or some found none",
+            f"the same step (per replica: {steps}): they restored different checkpoints, or "
+            "some found none",
             hint="resuming a multi-worker run needs checkpoint.dir on storage every worker "
             "reads (a bucket or shared volume), not each worker's own disk",
         )
@@ -176,6 +174,19 @@ def run_train(
         backup = open_training_backup(cfg, run_dir, chief=chief)
     try:
         return _train(cfg, run_dir, splits, backup, chief=chief, t_start=t_start)
+    except (tf.errors.UnavailableError, tf.errors.CancelledError) as exc:
+        backup.close(preempted=True)
+        if cluster_size() <= 1:
+            raise
+        # A collective with the other workers broke: one of them stopped (its own log says
+        # why: a DataError, a preemption, a crash) or the network between them failed. Not a
+        # tfship bug (exit 1) and not this worker's data.
+        raise InfraError(
+            f"a collective with the other training workers failed ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300]})",
+            hint="another worker stopped or became unreachable: read every worker's log for "
+            "the first error; rerun all workers to resume from the last checkpoint",
+        ) from exc
     except BaseException:
         # Failed, diverged, preempted or interrupted, at any point: back up what the
         # checkpoints hold, within backup.preempt_timeout_seconds (a no-op once closed).

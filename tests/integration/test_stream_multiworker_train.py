@@ -185,3 +185,25 @@ def test_workers_that_restored_different_steps_stop_with_a_clear_error_not_a_han
     for _, _, err in done:
         assert "do not all start from the same step" in err
         assert "checkpoint.dir on storage every worker" in err
+
+
+def test_a_worker_that_dies_stops_the_other_with_an_infra_error_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    shards = tmp_path / "shards"
+    stream_shards.write_tfrecords(shards, 8, 40)
+    config = _config(tmp_path, shards, "dies")
+    run_dirs = [tmp_path / "w0", tmp_path / "w1"]
+    procs = _start(config, run_dirs, [f"127.0.0.1:{free_port()}" for _ in run_dirs])
+    deadline = time.monotonic() + TIMEOUT
+    while (latest_step(run_dirs[0] / "checkpoints") or 0) < 2:
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            for p in procs:
+                p.kill()
+            pytest.fail(f"no checkpoint before the workers ended: {_finish(procs)}")
+        time.sleep(0.02)
+    procs[1].kill()  # SIGKILL: no chance to save or say goodbye
+    (code, _, err), _ = _finish(procs)
+    assert code == 8, err[-3000:]
+    assert "a collective with the other training workers failed" in err
+    assert "Traceback" not in err
