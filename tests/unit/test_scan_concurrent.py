@@ -170,20 +170,24 @@ def test_the_scan_stage_of_a_run_raises_the_background_failure(project, tmp_path
     assert err.value.exit_code == 11
 
 
+@pytest.mark.parametrize("failing", ["train", "export"])
 def test_a_run_that_fails_before_its_scan_stage_still_waits_for_the_scans(
-    project, tmp_path, monkeypatch
+    project, tmp_path, monkeypatch, failing
 ):
     import tfship.export
+    import tfship.train
 
     def boom(cfg, run_dir, splits=None):
-        raise ModelError("export failed")
+        raise ModelError(f"{failing} failed")
 
-    # The project scans start with the export stage; this export fails before the scan stage.
-    monkeypatch.setattr(tfship.export, "run_export", boom)
-    stages = [(name, stage) for name, stage in pipeline.STAGES if name in ("export", "scan")]
+    # The project scans start with the train stage (or the export, when training is skipped);
+    # this stage fails before the scan stage.
+    module = tfship.train if failing == "train" else tfship.export
+    monkeypatch.setattr(module, f"run_{failing}", boom)
+    stages = [(name, stage) for name, stage in pipeline.STAGES if name in (failing, "scan")]
     monkeypatch.setattr(pipeline, "STAGES", stages)
     run_dir = _run_dir(tmp_path / "run")
-    with pytest.raises(ModelError, match="export failed"):
+    with pytest.raises(ModelError, match=f"{failing} failed"):
         pipeline.run_pipeline(_cfg(), run_dir)
     scan = run_dir.root / "scan"  # both finished (and recorded) before the run returned
     assert (scan / "config.result.json").is_file() and (scan / "secrets.result.json").is_file()

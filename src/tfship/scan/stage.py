@@ -272,11 +272,11 @@ def _split_tree_report(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
 def scan_tree(cfg: PipelineConfig, run_dir: RunDir, project: str) -> list[ScanResult]:
     """The project's config and secret scans as ONE Trivy process: one walk of the tree and one
     start of Trivy instead of two (measured on the template itself, 2 cores: 3.2 CPU-seconds
-    instead of 4.3; the scans share the machine with the export). Trivy's misconfiguration
-    scanner under `fs` is the one `trivy config` runs (same checks, same findings); the report
-    is split and recorded as before, as `config` (misconfigurations, gated by
-    scan.fail_on_config) and `secrets` (with the project's SBOM). A Trivy failure is recorded
-    under both names and raised (ScannerError, exit 11)."""
+    instead of 4.3; the scans share the machine with training and the export). Trivy's
+    misconfiguration scanner under `fs` is the one `trivy config` runs (same checks, same
+    findings); the report is split and recorded as before, as `config` (misconfigurations,
+    gated by scan.fail_on_config) and `secrets` (with the project's SBOM). A Trivy failure is
+    recorded under both names and raised (ScannerError, exit 11)."""
     out = scan_dir(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
@@ -342,7 +342,7 @@ class TreeScans:
     Trivy process, `scan_tree`), running in the background, concurrently with whatever the
     caller does next.
 
-    They read only the project's files, so `tfship run` starts them with the export stage
+    They read only the project's files, so `tfship run` starts them with the train stage
     (`start_tree_scans`) and the scan stage collects them (`results`). They use no
     vulnerability DB (misconfiguration and secret scanners only) and Trivy's default
     in-memory cache backend, so concurrent trivy processes share no cache file or lock.
@@ -403,8 +403,8 @@ def run_scan_for_pipeline(
     """What `tfship run` scans: Trivy config on the project, secrets in the project (with its
     SBOM) and in the exported SavedModel directory. Needs no vulnerability DB.
 
-    The project scans run concurrently with the export's; `tree`: those already started
-    (`start_tree_scans`, by `tfship run` with its export stage), collected here. Raises
+    The project scans run concurrently with training and the export; `tree`: those already
+    started (`start_tree_scans`, by `tfship run` with its train stage), collected here. Raises
     ScanFindings (exit 10) when a scan has findings at or above scan.fail_on, after writing
     every report; ScannerError (exit 11) when Trivy fails (any scan, once all have finished).
     """
