@@ -6,9 +6,6 @@ DataError naming it before any step, not a hang."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from tests.helpers import stream_shards as ss
-from tests.integration.test_stream_workers import _ports
+from tests.helpers.workers import start_python_workers
 from tfship.config import PipelineConfig
 from tfship.data import load_splits
 from tfship.data.stream import HashSplit, StreamSource
@@ -147,27 +144,7 @@ def test_two_workers_train_through_zero_record_shards_without_hanging(tmp_path: 
             "stream": {"locations": locations},
         },
     }
-    workers = [f"127.0.0.1:{p}" for p in _ports(2)]
-    code = WORKER.format(repo=str(REPO), cfg=json.dumps(cfg))
-    procs = []
-    for i in range(2):
-        env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-        env.update(
-            TF_CPP_MIN_LOG_LEVEL="3",
-            TF_ENABLE_ONEDNN_OPTS="0",
-            TF_CONFIG=json.dumps(
-                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
-            ),
-        )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", code],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
+    procs = start_python_workers(WORKER.format(repo=str(REPO), cfg=json.dumps(cfg)))
     results = []
     try:
         for p in procs:

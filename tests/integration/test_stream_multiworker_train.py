@@ -112,11 +112,8 @@ def _config(tmp_path: Path, shards: Path, name: str, checkpoints: Path | None = 
     return path
 
 
-def _preempt(config: Path, run_dirs: list[Path], checkpoints: Path) -> int:
-    """Start the workers, SIGTERM the non-chief once a checkpoint exists (the flag reaches the
-    chief through the loop's all-reduce); both must exit 75. The step they stopped at."""
-    workers = [f"127.0.0.1:{free_port()}" for _ in run_dirs]
-    procs = _start(config, run_dirs, workers)
+def _wait_for_checkpoint(procs: list[subprocess.Popen], checkpoints: Path) -> None:
+    """Until the chief has saved a checkpoint at step >= 2: both workers are in the loop."""
     deadline = time.monotonic() + TIMEOUT
     while (latest_step(checkpoints) or 0) < 2:
         if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
@@ -124,6 +121,13 @@ def _preempt(config: Path, run_dirs: list[Path], checkpoints: Path) -> int:
                 p.kill()
             pytest.fail(f"no checkpoint before the workers ended: {_finish(procs)}")
         time.sleep(0.02)
+
+
+def _preempt(config: Path, run_dirs: list[Path], checkpoints: Path) -> int:
+    """Start the workers, SIGTERM the non-chief once a checkpoint exists (the flag reaches the
+    chief through the loop's all-reduce); both must exit 75. The step they stopped at."""
+    procs = _start(config, run_dirs, [f"127.0.0.1:{free_port()}" for _ in run_dirs])
+    _wait_for_checkpoint(procs, checkpoints)
     procs[1].send_signal(signal.SIGTERM)
     stopped = _finish(procs)
     assert [code for code, _, _ in stopped] == [75, 75], [err[-2000:] for _, _, err in stopped]
@@ -195,13 +199,7 @@ def test_a_worker_that_dies_stops_the_other_with_an_infra_error_not_a_traceback(
     config = _config(tmp_path, shards, "dies")
     run_dirs = [tmp_path / "w0", tmp_path / "w1"]
     procs = _start(config, run_dirs, [f"127.0.0.1:{free_port()}" for _ in run_dirs])
-    deadline = time.monotonic() + TIMEOUT
-    while (latest_step(run_dirs[0] / "checkpoints") or 0) < 2:
-        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-            for p in procs:
-                p.kill()
-            pytest.fail(f"no checkpoint before the workers ended: {_finish(procs)}")
-        time.sleep(0.02)
+    _wait_for_checkpoint(procs, run_dirs[0] / "checkpoints")
     procs[1].kill()  # SIGKILL: no chance to save or say goodbye
     (code, _, err), _ = _finish(procs)
     assert code == 8, err[-3000:]

@@ -4,15 +4,12 @@ each worker reads only its shard of the data, and together they read every examp
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import stream_shards as ss
+from tests.helpers.workers import start_python_workers
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,41 +36,12 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def _ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @pytest.mark.slow
 def test_two_workers_file_and_data_sharding(tmp_path: Path) -> None:
     ss.write_tfrecords(tmp_path / "many", 6, 20)
     ss.write_tfrecords(tmp_path / "one", 1, 30)
-    workers = [f"127.0.0.1:{p}" for p in _ports(2)]
     code = WORKER.format(repo=str(REPO), root=str(tmp_path))
-    procs = []
-    for i in range(2):
-        env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-        env.update(
-            TF_CPP_MIN_LOG_LEVEL="3",
-            TF_ENABLE_ONEDNN_OPTS="0",
-            TF_CONFIG=json.dumps(
-                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
-            ),
-        )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", code],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
+    procs = start_python_workers(code)
     results = []
     for p in procs:
         out, err = p.communicate(timeout=180)
