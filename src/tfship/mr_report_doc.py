@@ -407,9 +407,12 @@ def render_comment(b: Bundle, job_id: int, artifacts_url: str) -> str:
     ]
     for c in b.checks:
         name = md.text(c.metric, 60)
-        name += (
-            f" by {md.text(c.feature, 60)} (slice)" if c.feature else f" ({md.text(c.kind, 20)})"
-        )
+        if c.feature and c.kind == "data":  # gate.data: a drift check of one feature
+            name += f" of {md.text(c.feature, 60)} (data)"
+        elif c.feature:
+            name += f" by {md.text(c.feature, 60)} (slice)"
+        else:
+            name += f" ({md.text(c.kind, 20)})"
         mark = ":white_check_mark:" if c.passed else ":x:"
         lines.append(
             f"| {name} | {_num(c.candidate)} | {_num(c.baseline)} | {md.text(c.threshold, 60)} "

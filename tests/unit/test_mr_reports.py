@@ -430,3 +430,12 @@ def test_the_writer_keeps_within_the_posters_limits_failed_checks_first(tmp_path
     assert len(b.checks) == MAX_CHECKS and sum(not c.passed for c in b.checks) == 90
     assert len(path.read_bytes()) <= MAX_BYTES
     assert b.data is not None and len(b.data.drifted) == 100
+
+
+def test_a_data_check_is_named_as_one_not_as_a_slice(notes) -> None:
+    doc = _with_check(metric="mean_shift", kind="data", feature="amount", passed=False)
+    _add(notes, 1, data=raw(doc))
+    res = post_mr_reports(environ=environ(notes.url))
+    assert len(res.posted) == 1, res.render_text()
+    body = notes.notes_on("1000", 1)[0].body
+    assert "mean_shift of amount (data)" in body and "(slice)" not in body
