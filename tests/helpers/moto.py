@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 AWS_TEST_ENV = {
@@ -23,6 +24,12 @@ AWS_TEST_ENV = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+
+
+def use_test_credentials(monkeypatch: Any) -> None:
+    """Set the dummy credentials moto accepts (`AWS_TEST_ENV`) for this test."""
+    for k, v in AWS_TEST_ENV.items():
+        monkeypatch.setenv(k, v)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.helpers import stream_shards as ss
-from tests.helpers.moto import AWS_TEST_ENV, moto_fixture
+from tests.helpers.moto import moto_fixture, use_test_credentials
 from tfship.cli import main
 from tfship.config import PipelineConfig
 from tfship.data import load_splits
@@ -168,8 +168,7 @@ def test_s3_listing_is_compared_by_etag(
 ) -> None:
     import boto3
 
-    for k, v in AWS_TEST_ENV.items():
-        monkeypatch.setenv(k, v)
+    use_test_credentials(monkeypatch)
     bucket = "tfship-changed-test"
     local = tmp_path / "local"
     paths = ss.write_tfrecords(local, FILES, PER_FILE)

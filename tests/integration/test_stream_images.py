@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers.moto import AWS_TEST_ENV, moto_fixture
+from tests.helpers.moto import moto_fixture, use_test_credentials
 from tfship.config import PipelineConfig
 from tfship.data import load_splits
 from tfship.data.loaders import load_image_folder
@@ -209,8 +209,7 @@ def s3_images(folder, s3_endpoint: str) -> Any:
 
     root, rels = folder
     mp = pytest.MonkeyPatch()
-    for k, v in AWS_TEST_ENV.items():
-        mp.setenv(k, v)
+    use_test_credentials(mp)
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
     s3.create_bucket(Bucket=BUCKET)
     for rel in rels:

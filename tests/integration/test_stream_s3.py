@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import stream_shards as ss
-from tests.helpers.moto import AWS_TEST_ENV, moto_fixture
+from tests.helpers.moto import moto_fixture, use_test_credentials
 from tfship.data.stream import StreamOptions, StreamSource, list_location, profile
 from tfship.data.stream.staging import Stager
 from tfship.errors import DataError, ExitCode, InfraError
@@ -25,8 +25,7 @@ def uploaded(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> tupl
     import boto3
 
     mp = pytest.MonkeyPatch()
-    for k, v in AWS_TEST_ENV.items():
-        mp.setenv(k, v)
+    use_test_credentials(mp)
     local = tmp_path_factory.mktemp("s3src")
     paths = ss.write_tfrecords(local, FILES, PER_FILE)
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)

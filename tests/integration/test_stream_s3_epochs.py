@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import stream_shards as ss
-from tests.helpers.moto import AWS_TEST_ENV, moto_fixture
+from tests.helpers.moto import moto_fixture, use_test_credentials
 from tfship.data.stream import HashSplit, StreamOptions, StreamSource
 
 BUCKET = "tfship-stream-epochs"
@@ -21,8 +21,7 @@ def test_epochs_cut_short_release_their_staged_shards_and_the_hash_split_reads_s
 ) -> None:
     import boto3
 
-    for k, v in AWS_TEST_ENV.items():
-        monkeypatch.setenv(k, v)
+    use_test_credentials(monkeypatch)
     paths = ss.write_tfrecords(tmp_path / "src", 12, 25)
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
     s3.create_bucket(Bucket=BUCKET)

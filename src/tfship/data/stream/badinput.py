@@ -127,12 +127,7 @@ class BadInput:
                     try:
                         parse(raw)
                     except tf.errors.InvalidArgumentError as err:
-                        return DataError(
-                            f"shard {shard.path}: records {i * 1024}-{i * 1024 + len(raw) - 1} "
-                            f"do not parse against the schema ({_short(err)})",
-                            hint="fix the shard or data.features; or set on_error: skip with "
-                            "max_bad_records",
-                        )
+                        return self.unparsable(shard, i * 1024, i * 1024 + len(raw) - 1, err)
             except tf.errors.DataLossError as err:
                 return DataError(
                     f"shard {shard.path} is corrupt ({_short(err)})",
@@ -147,6 +142,14 @@ class BadInput:
                 if getattr(self, "stager", None) is not None:
                     self.stager.discard(local)  # S3: one diagnosed shard on disk at a time
         return DataError(f"{self.location}: reading failed ({_short(exc)})")
+
+    def unparsable(self, shard: Any, first: int, last: int, err: BaseException) -> DataError:
+        """`explain`'s error for records `first`..`last` of `shard` that do not parse."""
+        return DataError(
+            f"shard {shard.path}: records {first}-{last} do not parse against the schema "
+            f"({_short(err)})",
+            hint="fix the shard or data.features; or set on_error: skip with max_bad_records",
+        )
 
     @contextlib.contextmanager
     def named_errors(self) -> Iterator[None]:

@@ -356,28 +356,15 @@ class StreamSource(BadInput):
     def skipped(self) -> int:
         return super().skipped() + len(self.oversized)
 
-    def explain(self, exc: BaseException) -> DataError:
+    def unparsable(self, shard: Any, first: int, last: int, err: BaseException) -> DataError:
         if self.format != "image_folder":
-            return super().explain(exc)
-        import tensorflow as tf
-
-        raw, parse = self.raw_fn(), self.parse_fn()
-        for shard in self.shards:
-            local = self.local_copy(shard)
-            try:
-                for r in raw(local).batch(1):
-                    parse(r)
-            except tf.errors.OpError as err:
-                return DataError(
-                    f"image {shard.path} cannot be decoded ({_short(err)}); expected a PNG, "
-                    f"JPEG, GIF or BMP file of at most {MAX_IMAGE_FILE_BYTES} bytes",
-                    hint="delete or re-encode the file; or set data.stream.on_error: skip "
-                    "with max_bad_records",
-                )
-            finally:
-                if self.stager is not None:
-                    self.stager.discard(local)
-        return DataError(f"{self.location}: reading failed ({_short(exc)})")
+            return super().unparsable(shard, first, last, err)
+        return DataError(  # one file, one record
+            f"image {shard.path} cannot be decoded ({_short(err)}); expected a PNG, JPEG, GIF "
+            f"or BMP file of at most {MAX_IMAGE_FILE_BYTES} bytes",
+            hint="delete or re-encode the file; or set data.stream.on_error: skip with "
+            "max_bad_records",
+        )
 
     def _split_parsed(self, split: str) -> Any:
         import tensorflow as tf
