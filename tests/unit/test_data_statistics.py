@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -28,6 +29,7 @@ from tfship.data.statistics import (
     in_memory_statistics,
     statistics_of,
 )
+from tfship.data.streamed import StreamSplits
 from tfship.errors import DataError, ExitCode, InfraError
 from tfship.rundir import RunDir
 
@@ -271,6 +273,8 @@ def test_streamed_statistics_are_the_profiles_sample_not_a_second_read() -> None
             fingerprint="f" * 64,
             profiles={k: SimpleNamespace(statistics=v) for k, v in profiles.items()},
         )
+        # StreamSplits' own method on a stand-in holding only its profiles (no data read).
+        splits.training_statistics = partial(StreamSplits.training_statistics, splits)
         doc = statistics_of(splits)
         assert doc["scope"] == "sample" and doc["split"] == split
         assert doc["sample"]["of_files"] == 9 and doc["fingerprint"] == "f" * 64

@@ -100,6 +100,13 @@ class Splits(LabelledSplits):
         """The training labels `task.class_weights` weighs classes by."""
         return self.y_train
 
+    def training_statistics(self) -> dict[str, Any]:
+        """statistics.json's content without the fingerprint: every training example."""
+        from tfship.data.statistics import in_memory_statistics
+
+        doc = in_memory_statistics(self.schema, self.x_train, self.y_train)
+        return {**doc, "split": "train", "scope": "all"}
+
 
 @dataclass(frozen=True)
 class DataResult:

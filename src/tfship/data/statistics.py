@@ -54,21 +54,10 @@ def in_memory_statistics(schema: Any, x: dict[str, Any], y: Any) -> dict[str, An
 
 
 def statistics_of(splits: Any) -> dict[str, Any]:
-    """The training split's statistics, as `statistics.json` holds them.
-
-    `scope`: "all" (every training example) or "sample" (streamed data: the profile's bounded
-    sample; `sample` says how many files and records, `split` whether it is the training
-    split's own profile or the whole location's, before the split)."""
-    if getattr(splits, "streamed", False):
-        profiles = splits.profiles
-        split = "train" if "train" in profiles else next(iter(profiles))
-        doc = dict(profiles[split].statistics)
-        doc.update(split=split, scope="sample")
-    else:
-        doc = in_memory_statistics(splits.schema, splits.x_train, splits.y_train)
-        doc.update(split="train", scope="all")
-    doc["fingerprint"] = splits.fingerprint
-    return doc
+    """The training split's statistics, as `statistics.json` holds them: the splits' own
+    `training_statistics()` (`scope` "all": every training example; "sample": streamed data,
+    the profile's bounded sample) with the data fingerprint."""
+    return {**splits.training_statistics(), "fingerprint": splits.fingerprint}
 
 
 def write_statistics(root: Path, doc: dict[str, Any]) -> Path:

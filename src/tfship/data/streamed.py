@@ -386,6 +386,13 @@ class StreamSplits(LabelledSplits):
             "examples per worker, ideally many), or train on fewer workers",
         )
 
+    def training_statistics(self) -> dict[str, Any]:
+        """statistics.json's content without the fingerprint: the profile's bounded sample,
+        read with the fingerprint (no second read); `split` says whether it is the training
+        split's own profile or the whole location's, taken before the hash split."""
+        split = "train" if "train" in self.profiles else next(iter(self.profiles))
+        return {**self.profiles[split].statistics, "split": split, "scope": "sample"}
+
     def stream_summary(self) -> dict[str, Any]:
         """What data.json records about the stream (the listing is in data.manifest.json)."""
         out: dict[str, Any] = {
